@@ -1,0 +1,29 @@
+"""Flax NNX decoder-only transformer, presets, sharding rules and optimizer labels."""
+
+from models.config import ModelConfig
+from models.config import PRESETS
+from models.config import get_config
+from models.labels import dimension_numbers
+from models.labels import qk_clip_specs
+from models.sharding import LOGICAL_RULES
+from models.sharding import MESH_AXES
+from models.sharding import logical_names
+from models.sharding import logical_to_spec
+from models.sharding import param_shardings
+from models.transformer import Transformer
+from models.transformer import layer_name
+
+__all__ = [
+    "LOGICAL_RULES",
+    "MESH_AXES",
+    "ModelConfig",
+    "PRESETS",
+    "Transformer",
+    "dimension_numbers",
+    "get_config",
+    "layer_name",
+    "logical_names",
+    "logical_to_spec",
+    "param_shardings",
+    "qk_clip_specs",
+]

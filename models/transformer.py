@@ -1,0 +1,180 @@
+"""Decoder-only transformer LM in Flax NNX.
+
+Pre-norm blocks of grouped-query attention (RoPE, optional QK-norm) and a SwiGLU MLP. Every
+projection is a 2-D kernel `[fan_in, fan_out]` (`[L, fan_in, fan_out]` with `scan_layers`) carrying
+logical axis names for `models.sharding.LOGICAL_RULES`. The forward pass also returns, per layer,
+the max pre-softmax attention logit of each query head (for QK-clip and monitoring).
+"""
+
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from models.config import ModelConfig
+
+Array = jax.Array
+Rope = tuple[Array, Array]
+
+
+def _kernel_init(cfg: ModelConfig, fan_in: int, fan_out: int):
+  """Init for hidden kernels: fan-in scaled normal, or spectral (μP) with ‖W‖₂ = √(out/in)."""
+  if cfg.mup_init:
+    return nnx.initializers.orthogonal(scale=math.sqrt(fan_out / fan_in))
+  return nnx.initializers.normal(stddev=1.0 / math.sqrt(fan_in))
+
+
+def _linear(cfg: ModelConfig, fan_in: int, fan_out: int, names: tuple[str, str], rngs: nnx.Rngs):
+  return nnx.Linear(
+      fan_in, fan_out, use_bias=False, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
+      kernel_init=nnx.with_partitioning(_kernel_init(cfg, fan_in, fan_out), names), rngs=rngs)
+
+
+def _rms_norm(cfg: ModelConfig, dim: int, name: str, rngs: nnx.Rngs) -> nnx.RMSNorm:
+  return nnx.RMSNorm(
+      dim, epsilon=1e-6, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
+      scale_init=nnx.with_partitioning(nnx.initializers.ones, (name,)), rngs=rngs)
+
+
+def rope_tables(length: int, head_dim: int, base: float) -> Rope:
+  """`(sin_LxK2, cos_LxK2)` rotary tables for positions `0..length-1` (K2 = head_dim/2)."""
+  inv_freq_K2 = base ** (-jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim)
+  angle_LxK2 = jnp.arange(length, dtype=jnp.float32)[:, None] * inv_freq_K2[None, :]
+  return jnp.sin(angle_LxK2), jnp.cos(angle_LxK2)
+
+
+def apply_rope(x_BxLxHxK: Array, rope: Rope) -> Array:
+  """Rotates the two halves of the head dimension by position-dependent angles."""
+  sin_LxK2, cos_LxK2 = (t[None, :, None, :] for t in rope)
+  x1, x2 = jnp.split(x_BxLxHxK.astype(jnp.float32), 2, axis=-1)
+  out = jnp.concatenate([x1 * cos_LxK2 - x2 * sin_LxK2, x2 * cos_LxK2 + x1 * sin_LxK2], axis=-1)
+  return out.astype(x_BxLxHxK.dtype)
+
+
+class Attention(nnx.Module):
+  """Causal grouped-query attention; query head h uses key/value head h // (H / G)."""
+
+  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+    self.cfg = cfg
+    d, h, g, k = cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+    self.q = _linear(cfg, d, h * k, ("embed", "heads"), rngs)
+    self.k = _linear(cfg, d, g * k, ("embed", "kv"), rngs)
+    self.v = _linear(cfg, d, g * k, ("embed", "kv"), rngs)
+    self.o = _linear(cfg, h * k, d, ("heads", "embed"), rngs)
+    if cfg.qk_norm:
+      self.q_norm = _rms_norm(cfg, k, "head_dim", rngs)
+      self.k_norm = _rms_norm(cfg, k, "head_dim", rngs)
+
+  def __call__(self, x_BxLxD: Array, rope: Rope) -> tuple[Array, Array]:
+    """Returns the attention output and the max pre-softmax logit per query head `[H]`."""
+    cfg = self.cfg
+    b, l, _ = x_BxLxD.shape
+    g, r, k = cfg.n_kv_heads, cfg.n_heads // cfg.n_kv_heads, cfg.head_dim
+    q_BxLxHxK = self.q(x_BxLxD).reshape(b, l, g * r, k)
+    k_BxLxGxK = self.k(x_BxLxD).reshape(b, l, g, k)
+    v_BxLxGxK = self.v(x_BxLxD).reshape(b, l, g, k)
+    if cfg.qk_norm:
+      q_BxLxHxK, k_BxLxGxK = self.q_norm(q_BxLxHxK), self.k_norm(k_BxLxGxK)
+    q_BxLxHxK, k_BxLxGxK = apply_rope(q_BxLxHxK, rope), apply_rope(k_BxLxGxK, rope)
+    q_BxLxGxRxK = q_BxLxHxK.reshape(b, l, g, r, k)
+    logits_BxGxRxLxM = jnp.einsum(
+        "blgrk,bmgk->bgrlm", q_BxLxGxRxK, k_BxLxGxK,
+        preferred_element_type=jnp.float32) / math.sqrt(k)
+    causal_LxM = jnp.tril(jnp.ones((l, l), dtype=bool))
+    logits_BxGxRxLxM = jnp.where(causal_LxM, logits_BxGxRxLxM, -jnp.inf)
+    max_logits_H = jax.lax.stop_gradient(logits_BxGxRxLxM.max(axis=(0, 3, 4)).reshape(g * r))
+    probs_BxGxRxLxM = jax.nn.softmax(logits_BxGxRxLxM, axis=-1).astype(cfg.dtype)
+    out_BxLxGxRxK = jnp.einsum("bgrlm,bmgk->blgrk", probs_BxGxRxLxM, v_BxLxGxK)
+    return self.o(out_BxLxGxRxK.reshape(b, l, g * r * k)), max_logits_H
+
+
+class Mlp(nnx.Module):
+  """SwiGLU MLP: down(silu(gate(x)) * up(x))."""
+
+  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+    self.gate = _linear(cfg, cfg.d_model, cfg.d_ff, ("embed", "mlp"), rngs)
+    self.up = _linear(cfg, cfg.d_model, cfg.d_ff, ("embed", "mlp"), rngs)
+    self.down = _linear(cfg, cfg.d_ff, cfg.d_model, ("mlp", "embed"), rngs)
+
+  def __call__(self, x_BxLxD: Array) -> Array:
+    return self.down(jax.nn.silu(self.gate(x_BxLxD)) * self.up(x_BxLxD))
+
+
+class Block(nnx.Module):
+  """Pre-norm residual block: x + attn(norm(x)), then x + mlp(norm(x))."""
+
+  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+    self.attn_norm = _rms_norm(cfg, cfg.d_model, "embed", rngs)
+    self.attn = Attention(cfg, rngs=rngs)
+    self.mlp_norm = _rms_norm(cfg, cfg.d_model, "embed", rngs)
+    self.mlp = Mlp(cfg, rngs=rngs)
+
+  def __call__(self, x_BxLxD: Array, rope: Rope) -> tuple[Array, Array]:
+    attn_BxLxD, max_logits_H = self.attn(self.attn_norm(x_BxLxD), rope)
+    x_BxLxD = x_BxLxD + attn_BxLxD
+    return x_BxLxD + self.mlp(self.mlp_norm(x_BxLxD)), max_logits_H
+
+
+def _stacked_blocks(cfg: ModelConfig, rngs: nnx.Rngs) -> Block:
+  """One `Block` whose params are stacked `[L, ...]` along a leading "layers" axis."""
+
+  @nnx.split_rngs(splits=cfg.n_layers)
+  @nnx.vmap(in_axes=(0,), out_axes=0, transform_metadata={nnx.PARTITION_NAME: "layers"})
+  def create(rngs: nnx.Rngs) -> Block:
+    return Block(cfg, rngs=rngs)
+
+  return create(rngs)
+
+
+def layer_name(i: int) -> str:
+  """The key of layer `i` in `aux["max_logits"]` (and in QK-clip specs)."""
+  return f"layers_{i}"
+
+
+class Transformer(nnx.Module):
+  """Byte-level decoder-only LM: `tokens_BxL -> (logits_BxLxV, aux)`."""
+
+  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+    self.cfg = cfg
+    embed_std = 1.0 / math.sqrt(cfg.d_model) if cfg.tie_embeddings else 1.0
+    self.embed = nnx.Embed(
+        cfg.vocab_size, cfg.d_model, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
+        embedding_init=nnx.with_partitioning(
+            nnx.initializers.normal(stddev=embed_std), ("vocab", "embed")),
+        rngs=rngs)
+    if cfg.scan_layers:
+      self.layers = _stacked_blocks(cfg, rngs)
+    else:
+      self.layers = nnx.List([Block(cfg, rngs=rngs) for _ in range(cfg.n_layers)])
+    self.final_norm = _rms_norm(cfg, cfg.d_model, "embed", rngs)
+    if not cfg.tie_embeddings:
+      self.lm_head = nnx.Linear(
+          cfg.d_model, cfg.vocab_size, use_bias=False, dtype=cfg.dtype,
+          param_dtype=cfg.param_dtype,
+          kernel_init=nnx.with_partitioning(
+              nnx.initializers.normal(stddev=1.0 / cfg.d_model), ("embed", "vocab")),
+          rngs=rngs)
+
+  def __call__(self, tokens_BxL: Array) -> tuple[Array, dict]:
+    """Returns float32 logits and `aux = {"max_logits": {layer_name: [n_heads]}}`."""
+    cfg = self.cfg
+    rope = rope_tables(tokens_BxL.shape[1], cfg.head_dim, cfg.rope_base)
+    x_BxLxD = self.embed(tokens_BxL)
+    if cfg.scan_layers:
+      @nnx.scan(in_axes=(nnx.Carry, 0), out_axes=(nnx.Carry, 0))
+      def run(x_BxLxD: Array, block: Block) -> tuple[Array, Array]:
+        return block(x_BxLxD, rope)
+
+      x_BxLxD, max_logits_NxH = run(x_BxLxD, self.layers)
+      max_logits = {layer_name(i): max_logits_NxH[i] for i in range(cfg.n_layers)}
+    else:
+      max_logits = {}
+      for i, block in enumerate(self.layers):
+        x_BxLxD, max_logits[layer_name(i)] = block(x_BxLxD, rope)
+    x_BxLxD = self.final_norm(x_BxLxD)
+    if cfg.tie_embeddings:
+      logits_BxLxV = self.embed.attend(x_BxLxD)
+    else:
+      logits_BxLxV = self.lm_head(x_BxLxD)
+    return logits_BxLxV.astype(jnp.float32), {"max_logits": max_logits}

@@ -1,0 +1,240 @@
+"""Which axes of a parameter form the matrices Muon orthogonalizes.
+
+A parameter of any rank is read as a batch of independent matrices: the
+*reduction* axes (the ``fan_in`` side, contracted with the layer's input) and
+the *output* axes (``fan_out``, one index per output neuron); every other axis
+is a batch axis. Flax ``Dense``/``nnx.Linear`` kernels are ``[fan_in, fan_out]``,
+so a plain 2-D kernel is ``MuonDimensionNumbers(0, 1)`` and a scanned stack
+``[L, fan_in, fan_out]`` is ``MuonDimensionNumbers(1, 2)``.
+
+We reuse ``optax.contrib.MuonDimensionNumbers`` so trees written for optax keep
+working here unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any, Callable, Mapping, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from optax.contrib import MuonDimensionNumbers
+
+__all__ = [
+    "MuonDimensionNumbers",
+    "MatrixLayout",
+    "matrix_layout",
+    "to_matrices",
+    "from_matrices",
+    "path_to_str",
+    "resolve_dimension_numbers",
+    "is_dimension_numbers",
+    "DimensionNumbersSpec",
+]
+
+# None | MuonDimensionNumbers | tree of (MuonDimensionNumbers | None)
+# | Callable[[params], tree] | Mapping[regex, MuonDimensionNumbers | None].
+DimensionNumbersSpec = Any
+
+
+def is_dimension_numbers(x: Any) -> bool:
+  return isinstance(x, MuonDimensionNumbers)
+
+
+def _is_spec_leaf(x: Any) -> bool:
+  return x is None or is_dimension_numbers(x)
+
+
+class MatrixLayout(NamedTuple):
+  """Static description of how one parameter maps to ``[batch, fan_in, fan_out]``."""
+
+  shape: tuple[int, ...]
+  batch_axes: tuple[int, ...]
+  reduction_axes: tuple[int, ...]
+  output_axes: tuple[int, ...]
+
+  @property
+  def batch(self) -> int:
+    return math.prod(self.shape[a] for a in self.batch_axes)
+
+  @property
+  def fan_in(self) -> int:
+    return math.prod(self.shape[a] for a in self.reduction_axes)
+
+  @property
+  def fan_out(self) -> int:
+    return math.prod(self.shape[a] for a in self.output_axes)
+
+  @property
+  def permutation(self) -> tuple[int, ...]:
+    return self.batch_axes + self.reduction_axes + self.output_axes
+
+
+def _as_axes(axes: Any, ndim: int, what: str, path: str) -> tuple[int, ...]:
+  axes = (axes,) if isinstance(axes, int) else tuple(axes)
+  if not axes:
+    raise ValueError(f"{path}: {what} axes are empty.")
+  out = []
+  for a in axes:
+    if not isinstance(a, int) or not -ndim <= a < ndim:
+      raise ValueError(
+          f"{path}: {what} axis {a!r} is out of range for a rank-{ndim} parameter."
+      )
+    out.append(a % ndim)
+  if len(set(out)) != len(out):
+    raise ValueError(f"{path}: {what} axes {axes} repeat an axis.")
+  return tuple(out)
+
+
+def matrix_layout(
+    shape: tuple[int, ...], dims: MuonDimensionNumbers, path: str = "<param>"
+) -> MatrixLayout:
+  """Validates ``dims`` against ``shape`` and returns the matrix layout.
+
+  Raises:
+    ValueError: naming ``path`` when the parameter has rank < 2 or the axes are
+      out of range, repeated or overlapping.
+  """
+  ndim = len(shape)
+  if ndim < 2:
+    raise ValueError(
+        f"{path}: a Muon matrix needs rank >= 2, got shape {tuple(shape)}; "
+        "route it to AdamW (dimension numbers None)."
+    )
+  red = _as_axes(dims.reduction_axis, ndim, "reduction", path)
+  out = _as_axes(dims.output_axis, ndim, "output", path)
+  if set(red) & set(out):
+    raise ValueError(
+        f"{path}: reduction axes {red} and output axes {out} overlap "
+        f"(shape {tuple(shape)})."
+    )
+  batch = tuple(a for a in range(ndim) if a not in red and a not in out)
+  return MatrixLayout(tuple(shape), batch, red, out)
+
+
+def to_matrices(x: jax.Array, layout: MatrixLayout) -> jax.Array:
+  """``x`` as a ``[batch, fan_in, fan_out]`` stack (a no-op view for 2-D kernels)."""
+  y = x if layout.permutation == tuple(range(x.ndim)) else jnp.transpose(x, layout.permutation)
+  return y.reshape(layout.batch, layout.fan_in, layout.fan_out)
+
+
+def from_matrices(y: jax.Array, layout: MatrixLayout) -> jax.Array:
+  """Inverse of :func:`to_matrices`."""
+  perm = layout.permutation
+  y = y.reshape(tuple(layout.shape[a] for a in perm))
+  if perm == tuple(range(len(perm))):
+    return y
+  return jnp.transpose(y, tuple(perm.index(a) for a in range(len(perm))))
+
+
+def path_to_str(path: tuple[Any, ...]) -> str:
+  """``('layers', 0, 'attn', 'kernel')``-style key paths as ``layers/0/attn/kernel``."""
+  parts = []
+  for k in path:
+    for attr in ("key", "name", "idx"):
+      if hasattr(k, attr):
+        parts.append(str(getattr(k, attr)))
+        break
+    else:
+      parts.append(str(k))
+  return "/".join(parts)
+
+
+def _leaves_with_paths(params: Any) -> tuple[list[tuple[str, Any]], Any]:
+  flat, treedef = jax.tree_util.tree_flatten_with_path(params)
+  return [(path_to_str(p), leaf) for p, leaf in flat], treedef
+
+
+def resolve_dimension_numbers(
+    spec: DimensionNumbersSpec,
+    params: Any,
+    default_rule: Callable[[str, Any], MuonDimensionNumbers | None],
+) -> Any:
+  """Turns any accepted ``dimension_numbers`` spec into a full per-leaf tree.
+
+  Args:
+    spec: ``None`` (use ``default_rule`` on every leaf); one
+      ``MuonDimensionNumbers`` for every leaf; a tree with the structure of
+      ``params`` (or a prefix of it) of ``MuonDimensionNumbers | None``; a
+      callable ``params -> such a tree``; or a mapping ``{regex: dims | None}``
+      matched with ``re.search`` against ``a/b/c`` leaf paths, first match wins,
+      unmatched leaves fall back to ``default_rule``.
+    params: the parameter tree (arrays or ``jax.ShapeDtypeStruct``).
+    default_rule: ``(path, leaf) -> dims | None``.
+
+  Returns:
+    A list, in ``jax.tree.leaves(params)`` order, of ``MuonDimensionNumbers``
+    or ``None`` (``None`` = not a Muon matrix).
+
+  Raises:
+    ValueError: if a tree spec does not match the parameter tree.
+  """
+  named, treedef = _leaves_with_paths(params)
+  if spec is None:
+    return [default_rule(p, x) for p, x in named]
+  if is_dimension_numbers(spec):
+    return [spec for _ in named]
+  if isinstance(spec, Mapping) and spec and all(isinstance(k, str) for k in spec) and all(
+      _is_spec_leaf(v) for v in spec.values()
+  ) and not _mapping_matches_tree(spec, params):
+    patterns = [(re.compile(k), v) for k, v in spec.items()]
+    out = []
+    for p, x in named:
+      for pat, v in patterns:
+        if pat.search(p):
+          out.append(v)
+          break
+      else:
+        out.append(default_rule(p, x))
+    return out
+  tree = spec(params) if callable(spec) else spec
+  try:
+    per_leaf = treedef.flatten_up_to(
+        jax.tree.map(lambda d, sub: jax.tree.map(lambda _: d, sub), tree, params,
+                     is_leaf=_is_spec_leaf)
+    )
+  except (ValueError, TypeError) as e:
+    raise ValueError(
+        "dimension_numbers tree does not match the parameter tree: "
+        f"{e}. Parameter paths: {[p for p, _ in named][:8]}..."
+    ) from None
+  for (p, _), d in zip(named, per_leaf):
+    if not _is_spec_leaf(d):
+      raise ValueError(
+          f"{p}: dimension numbers must be MuonDimensionNumbers or None, got {d!r}."
+      )
+  return per_leaf
+
+
+def _mapping_matches_tree(spec: Mapping, params: Any) -> bool:
+  """True when ``spec`` is a tree prefix of ``params`` rather than a regex table."""
+  return isinstance(params, Mapping) and set(spec) <= set(params) and bool(spec)
+
+
+def rank_rule(path: str, leaf: Any) -> MuonDimensionNumbers | None:
+  """Default rule of the standalone transforms: every rank >= 2 leaf is a stack
+  of matrices over its last two axes ``[..., fan_in, fan_out]``."""
+  del path
+  ndim = len(getattr(leaf, "shape", ()))
+  return MuonDimensionNumbers(ndim - 2, ndim - 1) if ndim >= 2 else None
+
+
+def matrix_leaves(
+    spec: DimensionNumbersSpec,
+    tree: Any,
+    default_rule: Callable[[str, Any], MuonDimensionNumbers | None] = rank_rule,
+) -> tuple[Any, list[tuple[str, Any, MatrixLayout | None]]]:
+  """Flattens ``tree`` into ``(path, leaf, layout-or-None)`` triples.
+
+  ``layout`` is the validated :class:`MatrixLayout` of a Muon matrix, ``None``
+  for a leaf the spec leaves alone. Raises ``ValueError`` naming the leaf path
+  for dimension numbers that do not fit the leaf.
+  """
+  named, treedef = _leaves_with_paths(tree)
+  dims = resolve_dimension_numbers(spec, tree, default_rule)
+  out = []
+  for (path, leaf), d in zip(named, dims):
+    layout = None if d is None else matrix_layout(tuple(leaf.shape), d, path)
+    out.append((path, leaf, layout))
+  return treedef, out

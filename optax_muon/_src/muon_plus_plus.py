@@ -1,0 +1,103 @@
+"""``muon_plus_plus``: μP's spectral conditions held for the whole run (ALGORITHMS.md §6).
+
+Our formalization of Muon++ (Zhao, arXiv 2601.01306; only its abstract was
+available). Per hidden matrix, with ``s = sqrt(fan_out/fan_in)``:
+
+    O = NS(momentum input)                       # as in Muon
+    U = update_scale · s · O / ‖O‖₂              # ‖U‖₂ = update_scale·s exactly
+    W ← W − ηU − κ_t W                            # κ_t: smallest decay keeping ‖W‖₂ ≤ R
+
+``‖O‖₂`` and the top singular triplet of the proposed weight come from
+warm-started power iterations kept in the state (a few matvecs per matrix).
+``R = weight_radius·s``. With ``adaptive=False`` the decay is the fixed ``ηλ``.
+Non-matrix parameters go to AdamW as in Muon.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import optax
+
+from optax_muon._src import coefficients as coeffs_lib
+from optax_muon._src import dimension_numbers as dn
+from optax_muon._src import momentum as momentum_lib
+from optax_muon._src import muon as muon_lib
+from optax_muon._src import newton_schulz as ns_lib
+from optax_muon._src import routing
+from optax_muon._src import spectral_decay
+from optax_muon._src import spectral_scale as scale_lib
+
+__all__ = ["muon_plus_plus"]
+
+
+def muon_plus_plus(
+    learning_rate: optax.ScalarOrSchedule,
+    *,
+    update_scale: jax.typing.ArrayLike = 1.0,
+    weight_radius: jax.typing.ArrayLike = 4.0,
+    adaptive: bool = True,
+    weight_decay: jax.typing.ArrayLike = 0.0,
+    beta: jax.typing.ArrayLike = 0.95,
+    nesterov: bool = True,
+    ns_schedule: coeffs_lib.Schedule = "jordan",
+    ns_steps: int = 5,
+    normalization: str = "frobenius",
+    compute_dtype: Any = None,
+    power_iterations: int = 2,
+    adam_b1: jax.typing.ArrayLike = 0.9,
+    adam_b2: jax.typing.ArrayLike = 0.95,
+    adam_eps: jax.typing.ArrayLike = 1e-8,
+    adam_weight_decay: jax.typing.ArrayLike = 0.1,
+    adam_learning_rate: optax.ScalarOrSchedule | None = None,
+    mu_dtype: Any = None,
+    dimension_numbers: dn.DimensionNumbersSpec = None,
+    skip_nonfinite: bool = True,
+) -> optax.GradientTransformationExtraArgs:
+  """Muon with the update's spectral norm set exactly and the weight's bounded.
+
+  Args:
+    learning_rate: ``η``; ``‖ΔW‖₂ = η·update_scale·sqrt(fan_out/fan_in)`` for
+      every matrix whenever the decay is inactive.
+    update_scale: the update's spectral norm in μP units.
+    weight_radius: ``‖W‖₂ ≤ weight_radius·sqrt(fan_out/fan_in)`` (adaptive mode).
+    adaptive: data-dependent decay (else the fixed ``η·weight_decay``).
+    weight_decay: ``λ`` of the fixed mode.
+    beta, nesterov: momentum (sum form).
+    ns_schedule, ns_steps, normalization, compute_dtype: Newton–Schulz.
+    power_iterations: warm-started power-iteration rounds per step.
+    adam_b1, adam_b2, adam_eps, adam_weight_decay, adam_learning_rate: AdamW
+      for non-matrix leaves.
+    mu_dtype: momentum dtype.
+    dimension_numbers: which leaves are matrices (default rule as in ``muon``).
+    skip_nonfinite: skip steps with NaN/Inf gradients.
+
+  Examples:
+    >>> import jax.numpy as jnp, optax_muon
+    >>> params = {"w": jnp.eye(8)}
+    >>> tx = optax_muon.muon_plus_plus(0.01)
+    >>> u, s = tx.update({"w": jnp.ones((8, 8))}, tx.init(params), params)
+    >>> round(float(jnp.linalg.norm(u["w"], 2)), 4)
+    0.01
+  """
+  adam_lr = learning_rate if adam_learning_rate is None else adam_learning_rate
+
+  def matrix_chain(dims):
+    return optax.chain(
+        momentum_lib.muon_momentum(beta, nesterov=nesterov, form="sum", mu_dtype=mu_dtype),
+        ns_lib.newton_schulz(ns_schedule, ns_steps, normalization=normalization,
+                             compute_dtype=compute_dtype, dimension_numbers=dims),
+        scale_lib.spectral_scale("mup", exact=True, power_iterations=power_iterations,
+                                 dimension_numbers=dims),
+        optax.scale(update_scale),
+        optax.scale_by_learning_rate(learning_rate),
+        spectral_decay.spectral_weight_decay(
+            weight_radius, adaptive=adaptive, weight_decay=weight_decay,
+            learning_rate=learning_rate, power_iterations=power_iterations,
+            dimension_numbers=dims),
+    )
+
+  adam = muon_lib.adamw_for_non_matrices(adam_lr, b1=adam_b1, b2=adam_b2, eps=adam_eps,
+                                         weight_decay=adam_weight_decay, mu_dtype=mu_dtype)
+  return routing.hybrid(matrix_chain, adam, dimension_numbers, skip_nonfinite=skip_nonfinite)

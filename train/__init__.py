@@ -1,0 +1,1 @@
+"""Trainer for the models/ transformer with optax_muon optimizers (`python -m train`)."""

@@ -1,0 +1,61 @@
+"""Default config: the cpu192 model trained with Muon on the stdlib corpus (~minutes on 2 CPUs)."""
+
+import ml_collections
+from ml_collections.config_dict import placeholder
+
+
+def get_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.train_steps = 600
+  c.batch_size = 32  # Global, across all processes.
+  c.seq_len = 128
+  c.eval_every = 200
+  c.eval_steps = 8
+  c.checkpoint_every = 200
+  c.max_checkpoints = 3
+  c.log_every = 10
+
+  # A preset from models.PRESETS; every other field overrides the preset unless None.
+  c.model = ml_collections.ConfigDict()
+  c.model.preset = "cpu192"
+  for name, kind in (("d_model", int), ("n_layers", int), ("n_heads", int),
+                     ("n_kv_heads", int), ("d_ff", int), ("max_len", int), ("qk_norm", bool),
+                     ("scan_layers", bool), ("tie_embeddings", bool), ("mup_init", bool),
+                     ("dtype", str), ("param_dtype", str)):
+    c.model[name] = placeholder(kind)
+
+  c.optimizer = ml_collections.ConfigDict()
+  c.optimizer.name = "muon"  # adamw | muon | muon_plus_plus | muown
+  c.optimizer.learning_rate = 6e-3
+  c.optimizer.warmup_steps = 50
+  c.optimizer.schedule = "cosine"  # cosine | wsd | constant
+  c.optimizer.decay_fraction = 0.2  # WSD: fraction of steps in the final linear decay.
+  c.optimizer.final_lr_fraction = 0.1
+  c.optimizer.weight_decay = 0.1
+  c.optimizer.grad_clip = 1.0  # 0 = off.
+  c.optimizer.qk_clip = 0.0  # Threshold tau; 0 = off. Needs model.scan_layers=False.
+
+  c.data = ml_collections.ConfigDict()
+  c.data.tfds_name = "stdlib_source"  # Built locally on first use; any prepared TFDS name works.
+  c.data.data_dir = ""  # "" = ~/tensorflow_datasets (required for other datasets).
+  c.data.text_field = "text"
+  c.data.train_split = "train"
+  c.data.eval_split = "eval"
+  c.data.max_files = 0  # stdlib_source only: first N files (0 = all); for fast tests.
+
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.data = -1  # -1 = fill with the remaining devices.
+  c.mesh.fsdp = 1
+  c.mesh.tensor = 1
+
+  c.diagnostics = ml_collections.ConfigDict()
+  c.diagnostics.every = 0  # 0 = off.
+
+  c.distributed = ml_collections.ConfigDict()
+  c.distributed.initialize = False
+  c.distributed.coordinator_address = ""  # "" = auto-detect (TPU pods).
+  c.distributed.num_processes = -1  # -1 = auto-detect.
+  c.distributed.process_id = -1
+  c.distributed.local_device_ids = ""  # e.g. "0,1"; "" = all.
+  return c

@@ -1,0 +1,1 @@
+"""Data: the built-in stdlib corpus (TFDS builder) and the grain pipeline."""

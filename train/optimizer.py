@@ -1,0 +1,77 @@
+"""Learning-rate schedules and the optimizer chain, chosen by name from config."""
+
+import functools
+import logging
+
+import ml_collections
+import optax
+
+import models
+from models.config import ModelConfig
+
+OPTIMIZERS = ("adamw", "muon", "muon_plus_plus", "muown")
+SCHEDULES = ("cosine", "wsd", "constant")
+
+
+def make_schedule(opt: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
+  """Linear warmup, then cosine decay, WSD (constant + final linear decay), or constant."""
+  peak, warmup = opt.learning_rate, opt.warmup_steps
+  final = peak * opt.final_lr_fraction
+  warmup_fn = optax.linear_schedule(0.0, peak, max(warmup, 1))
+  if opt.schedule == "cosine":
+    main = optax.cosine_decay_schedule(peak, max(total_steps - warmup, 1),
+                                       alpha=opt.final_lr_fraction)
+    return optax.join_schedules([warmup_fn, main], [warmup])
+  if opt.schedule == "wsd":
+    decay_start = max(int(total_steps * (1 - opt.decay_fraction)), warmup)
+    decay = optax.linear_schedule(peak, final, max(total_steps - decay_start, 1))
+    return optax.join_schedules([warmup_fn, optax.constant_schedule(peak), decay],
+                                [warmup, decay_start])
+  if opt.schedule == "constant":
+    return optax.join_schedules([warmup_fn, optax.constant_schedule(peak)], [warmup])
+  raise ValueError(f"unknown optimizer.schedule {opt.schedule!r}; choose from {SCHEDULES}")
+
+
+def _optax_muon():
+  try:
+    import optax_muon  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return None
+  return optax_muon
+
+
+def _base(name: str, lr: optax.Schedule, weight_decay: float) -> optax.GradientTransformation:
+  if name == "adamw":
+    return optax.adamw(lr, b1=0.9, b2=0.95, weight_decay=weight_decay,
+                       mask=lambda p: optax.tree.map(lambda x: x.ndim >= 2, p))
+  factory = getattr(_optax_muon(), name, None)
+  if factory is None:
+    logging.warning("optax_muon.%s is not available; falling back to optax.contrib.muon "
+                    "(RMS-matched, consistent_rms=0.2).", name)
+    return optax.contrib.muon(lr, weight_decay=weight_decay, adam_weight_decay=weight_decay,
+                              consistent_rms=0.2,
+                              muon_weight_dimension_numbers=models.dimension_numbers)
+  kwargs = {"dimension_numbers": models.dimension_numbers}
+  if name in ("muon", "muown"):
+    kwargs["weight_decay"] = weight_decay
+  return factory(lr, **kwargs)
+
+
+def make_optimizer(opt: ml_collections.ConfigDict, model_cfg: ModelConfig,
+                   total_steps: int) -> tuple[optax.GradientTransformationExtraArgs, bool]:
+  """`clip -> optimizer -> (qk_clip)`, and whether the update needs `max_logits=`."""
+  if opt.name not in OPTIMIZERS:
+    raise ValueError(f"unknown optimizer.name {opt.name!r}; choose from {OPTIMIZERS}")
+  parts = []
+  if opt.grad_clip > 0:
+    parts.append(optax.clip_by_global_norm(opt.grad_clip))
+  parts.append(_base(opt.name, make_schedule(opt, total_steps), opt.weight_decay))
+  use_qk_clip = opt.qk_clip > 0
+  if use_qk_clip:
+    if model_cfg.scan_layers:
+      raise ValueError("optimizer.qk_clip needs model.scan_layers=False")
+    om = _optax_muon()
+    if getattr(om, "qk_clip", None) is None:
+      raise ValueError("optimizer.qk_clip needs optax_muon.qk_clip, which is not available")
+    parts.append(om.qk_clip(opt.qk_clip, functools.partial(models.qk_clip_specs, cfg=model_cfg)))
+  return optax.chain(*parts), use_qk_clip

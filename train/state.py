@@ -1,0 +1,78 @@
+"""Train state (step, params, opt_state) and its abstract-first sharded initialization.
+
+Params are a pure nested dict of arrays (`nnx.State.to_pure_dict()`); the forward pass rebuilds
+the module with `nnx.merge(graphdef, params)`. Shardings come from the params' logical axis names
+(`models.sharding.LOGICAL_RULES`); an optimizer-state leaf whose path ends with a param's path and
+has its shape gets that param's sharding, every other leaf is replicated.
+"""
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+import models
+from models.config import ModelConfig
+
+
+class TrainState(NamedTuple):
+  step: jax.Array  # shape=(), dtype=int32
+  params: dict
+  opt_state: optax.OptState
+
+
+def _build(model_cfg: ModelConfig, seed: int) -> tuple[nnx.GraphDef, nnx.State]:
+  with nnx.use_eager_sharding(False):
+    return nnx.split(models.Transformer(model_cfg, rngs=nnx.Rngs(seed)))
+
+
+def abstract_model(model_cfg: ModelConfig) -> tuple[nnx.GraphDef, nnx.State]:
+  """The module's graphdef and abstract state (with logical axis metadata)."""
+  return nnx.eval_shape(lambda: _build(model_cfg, 0))
+
+
+def _names(path) -> tuple:
+  return tuple(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
+
+
+def opt_state_shardings(abstract_opt_state: Any, abstract_params: dict, param_shardings: dict,
+                        mesh: jax.sharding.Mesh) -> Any:
+  """Shardings for an optax state: param-like leaves follow their param, others replicate."""
+  by_path = {}
+  for (path, x), s in zip(jax.tree_util.tree_leaves_with_path(abstract_params),
+                          jax.tree.leaves(param_shardings)):
+    by_path[_names(path)] = (x.shape, s)
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+
+  def sharding(path, x):
+    names = _names(path)
+    for start in range(len(names)):
+      shape, s = by_path.get(names[start:], (None, None))
+      if s is not None and shape == x.shape:
+        return s
+    return replicated
+
+  return jax.tree_util.tree_map_with_path(sharding, abstract_opt_state)
+
+
+def init_state(model_cfg: ModelConfig, tx: optax.GradientTransformation,
+               mesh: jax.sharding.Mesh, seed: int) -> tuple[nnx.GraphDef, TrainState, TrainState]:
+  """Returns `(graphdef, state, state_shardings)`; the state is created directly sharded."""
+  graphdef, abstract = abstract_model(model_cfg)
+  abstract_params = abstract.to_pure_dict()
+  param_shardings = models.param_shardings(abstract_params, models.logical_names(abstract), mesh)
+
+  def init():
+    params = _build(model_cfg, seed)[1].to_pure_dict()
+    return TrainState(jnp.zeros((), jnp.int32), params, tx.init(params))
+
+  abstract_state = jax.eval_shape(init)
+  shardings = TrainState(
+      step=jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()),
+      params=param_shardings,
+      opt_state=opt_state_shardings(abstract_state.opt_state, abstract_params, param_shardings,
+                                    mesh))
+  state = jax.jit(init, out_shardings=shardings)()
+  return graphdef, state, shardings
