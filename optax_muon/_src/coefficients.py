@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 from typing import Sequence, Union
 
+import jax
 import numpy as np
 
 __all__ = [
@@ -158,6 +159,12 @@ def ns_coefficients(schedule: Schedule = "jordan", steps: int = 5,
     >>> ns_coefficients("jordan", 2).tolist()
     [[3.4445, -4.775, 2.0315], [3.4445, -4.775, 2.0315]]
   """
+  if isinstance(steps, jax.core.Tracer):
+    raise ValueError(
+        "the number of Newton–Schulz steps is structural and cannot be traced; "
+        "with optax.inject_hyperparams pass static_args=('ns_steps',).")
+  if not isinstance(steps, (int, np.integer)) and getattr(steps, "ndim", None) == 0:
+    steps = int(steps)  # a concrete 0-d array
   if not isinstance(steps, (int, np.integer)) or steps < 1:
     raise ValueError(f"Newton–Schulz steps must be an integer >= 1, got {steps!r}.")
   if isinstance(schedule, str):

@@ -159,7 +159,8 @@ def resolve_dimension_numbers(
       ``params`` (or a prefix of it) of ``MuonDimensionNumbers | None``; a
       callable ``params -> such a tree``; or a mapping ``{regex: dims | None}``
       matched with ``re.search`` against ``a/b/c`` leaf paths, first match wins,
-      unmatched leaves fall back to ``default_rule``.
+      unmatched leaves fall back to ``default_rule`` (a mapping with a key that
+      names a top-level entry of ``params`` is read as a tree instead).
     params: the parameter tree (arrays or ``jax.ShapeDtypeStruct``).
     default_rule: ``(path, leaf) -> dims | None``.
 
@@ -208,8 +209,9 @@ def resolve_dimension_numbers(
 
 
 def _mapping_matches_tree(spec: Mapping, params: Any) -> bool:
-  """True when ``spec`` is a tree prefix of ``params`` rather than a regex table."""
-  return isinstance(params, Mapping) and set(spec) <= set(params) and bool(spec)
+  """True when ``spec`` is meant as a tree (prefix) of ``params``, not a regex table:
+  some key names a top-level entry of ``params``."""
+  return isinstance(params, Mapping) and bool(set(spec) & set(params))
 
 
 def rank_rule(path: str, leaf: Any) -> MuonDimensionNumbers | None:

@@ -39,7 +39,7 @@ def muon(
     nesterov: bool = True,
     momentum: str = "sum",
     ns_schedule: coeffs_lib.Schedule = "jordan",
-    ns_steps: int = 5,
+    ns_steps: int | None = None,
     normalization: str = "frobenius",
     ns_eps: float = 1e-7,
     compute_dtype: Any = None,
@@ -68,7 +68,8 @@ def muon(
     nesterov: Nesterov look-ahead.
     momentum: ``"sum"`` (Moonlight), ``"ema"`` (PyTorch) or ``"ema_debiased"`` (optax).
     ns_schedule: ``"jordan"``, ``"polar_express"``, ``"nanogpt5"``/``"dion"`` or a table.
-    ns_steps: Newton–Schulz steps.
+    ns_steps: Newton–Schulz steps (default 5). Structural: under
+      ``optax.inject_hyperparams`` leave it unset or list it in ``static_args``.
     normalization: ``"frobenius"``, ``"spectral"``, ``"schatten4"`` or ``"aol"``.
     ns_eps: normalizer epsilon.
     compute_dtype: Newton–Schulz dtype (``jnp.bfloat16`` as in Moonlight's code).
@@ -110,7 +111,7 @@ def muon(
   def matrix_chain(dims):
     return optax.chain(
         momentum_lib.muon_momentum(beta, nesterov=nesterov, form=momentum, mu_dtype=mu_dtype),
-        ns_lib.newton_schulz(ns_schedule, ns_steps, normalization=normalization, eps=ns_eps,
+        ns_lib.newton_schulz(ns_schedule, 5 if ns_steps is None else ns_steps, normalization=normalization, eps=ns_eps,
                              compute_dtype=compute_dtype, dimension_numbers=dims,
                              adaptive=adaptive),
         scale_lib.spectral_scale(scale, rms=rms, dimension_numbers=dims),

@@ -26,7 +26,7 @@ def muown(
     beta: jax.typing.ArrayLike = 0.95,
     nesterov: bool = True,
     ns_schedule: Any = "jordan",
-    ns_steps: int = 5,
+    ns_steps: int | None = None,
     normalization: str = "frobenius",
     compute_dtype: Any = None,
     rms: jax.typing.ArrayLike = 0.2,
@@ -78,7 +78,7 @@ def muown(
   def matrix_chain(dims):
     direction = optax.chain(
         momentum_lib.muon_momentum(beta, nesterov=nesterov, form="sum", mu_dtype=mu_dtype),
-        ns_lib.newton_schulz(ns_schedule, ns_steps, normalization=normalization,
+        ns_lib.newton_schulz(ns_schedule, 5 if ns_steps is None else ns_steps, normalization=normalization,
                              compute_dtype=compute_dtype, dimension_numbers=dims),
         scale_lib.spectral_scale("moonlight", rms=rms, dimension_numbers=dims),
         optax.scale_by_learning_rate(learning_rate))

@@ -138,8 +138,9 @@ def qk_clip(
         out.append(u)
         continue
       factor = _head_factors(w, gamma**power, spec, name)
-      new_w = (w.astype(jnp.float32) + u.astype(jnp.float32)) * factor
-      out.append((new_w - w.astype(jnp.float32)).astype(u.dtype))
+      # γ(W + u) − W written as γu + (γ − 1)W: exactly u for unclipped heads.
+      new_u = factor * u.astype(jnp.float32) + (factor - 1.0) * w.astype(jnp.float32)
+      out.append(new_u.astype(u.dtype))
     total = sum(clipped.values(), jnp.zeros([], jnp.int32)).astype(jnp.int32)
     return treedef.unflatten(out), QKClipState(clipped_heads=total)
 

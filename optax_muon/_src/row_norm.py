@@ -134,7 +134,8 @@ def row_norm_ell_inf(
              for _, x, lay in entries]
     g = treedef.unflatten(norms)
     v_tree = treedef.unflatten([x if lay is not None else None for _, x, lay in entries])
-    return RowNormState(magnitude=g, direction_norm=g,
+    # Two buffers, not one aliased twice: the state must be donatable.
+    return RowNormState(magnitude=g, direction_norm=jax.tree.map(jnp.copy, g),
                         direction_state=direction.init(v_tree),
                         magnitude_state=magnitude.init(g))
 

@@ -1,0 +1,214 @@
+"""Invariants from ALGORITHMS.md §2, §5, §6, §7, checked against exact math (numpy SVD)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import optax_muon as om
+
+
+def _spectral_norm(x):
+  return float(np.linalg.norm(np.asarray(x, np.float64), 2))
+
+
+@pytest.mark.parametrize("shape", [(64, 64), (32, 128), (128, 32)])
+def test_moonlight_scale_gives_rms_02_on_exact_polar(shape):
+  g = np.random.default_rng(0).normal(size=shape)
+  u, _, vt = np.linalg.svd(g, full_matrices=False)
+  polar = jnp.asarray(u @ vt, jnp.float32)
+  tx = om.spectral_scale("moonlight")
+  out, _ = tx.update({"w": polar}, tx.init(None))
+  np.testing.assert_allclose(float(jnp.sqrt(jnp.mean(out["w"] ** 2))), 0.2, rtol=1e-5)
+
+
+def test_muon_update_rms_matches_adamw_scale():
+  # Converged NS (Polar Express, 8 steps) ≈ exact polar: update RMS = 0.2·η.
+  g = jax.random.normal(jax.random.key(0), (96, 48))
+  params = {"w": jnp.zeros((96, 48))}
+  tx = om.muon(1e-2, ns_schedule="polar_express", ns_steps=8, weight_decay=0.0)
+  u, _ = tx.update({"w": g}, tx.init(params), params)
+  np.testing.assert_allclose(float(jnp.sqrt(jnp.mean(u["w"] ** 2))), 0.2 * 1e-2, rtol=0.02)
+
+
+@pytest.mark.parametrize("convention,expected", [
+    ("jordan", np.sqrt(max(1, 64 / 16))), ("width", 2.0), ("mup", 2.0),
+    ("moonlight", 0.2 * 8.0), ("none", 1.0)])
+def test_scale_conventions_on_flax_layout(convention, expected):
+  # Flax kernel [fan_in=16, fan_out=64].
+  tx = om.spectral_scale(convention)
+  out, _ = tx.update({"w": jnp.ones((16, 64))}, tx.init(None))
+  np.testing.assert_allclose(float(out["w"][0, 0]), expected, rtol=1e-6)
+
+
+def _neuron_norms(w):
+  return np.linalg.norm(np.asarray(w, np.float64), axis=0)  # Flax: over fan_in
+
+
+def test_muown_first_step_moves_every_neuron_norm_by_exactly_lr():
+  lr = 1e-2
+  w = {"w": jax.random.normal(jax.random.key(0), (32, 24))}
+  g = {"w": jax.random.normal(jax.random.key(1), (32, 24))}
+  tx = om.muown(lr)
+  u, _ = tx.update(g, tx.init(w), w)
+  moved = _neuron_norms(w["w"] + u["w"]) - _neuron_norms(w["w"])
+  np.testing.assert_allclose(np.abs(moved), lr, rtol=1e-3)
+  # Direction of the move: against the magnitude gradient Σ_fan_in G ⊙ D.
+  d = np.asarray(w["w"]) / _neuron_norms(w["w"])
+  grad_g = np.sum(np.asarray(g["w"]) * d, axis=0)
+  np.testing.assert_array_equal(np.sign(moved), -np.sign(grad_g))
+
+
+def test_muown_neuron_norms_equal_magnitudes_every_step():
+  params = {"w": jax.random.normal(jax.random.key(0), (40, 20)),
+            "stack": jax.random.normal(jax.random.key(2), (2, 12, 16))}
+  tx = om.muown(3e-2)
+  state = tx.init(params)
+  step = jax.jit(tx.update)
+  for i in range(6):
+    grads = jax.tree.map(lambda p: jax.random.normal(jax.random.key(10 + i), p.shape), params)
+    u, state = step(grads, state, params)
+    params = optax.apply_updates(params, u)
+    g = state.inner_state.inner_states["matrix"][0].magnitude
+    np.testing.assert_allclose(_neuron_norms(params["w"]), np.abs(g["w"][0]), rtol=1e-5)
+    for layer in range(2):
+      np.testing.assert_allclose(_neuron_norms(params["stack"][layer]),
+                                 np.abs(g["stack"][layer]), rtol=1e-5)
+
+
+def test_muown_direction_gradient_is_tangent():
+  # ∇V ⟂ V per neuron: a direction step of a *single* plain gradient (no NS,
+  # lr tiny) must leave neuron norms of V unchanged to first order.
+  w = {"w": jax.random.normal(jax.random.key(0), (16, 8))}
+  g = {"w": jax.random.normal(jax.random.key(1), (16, 8))}
+  captured = {}
+
+  def capture_init(p):
+    return ()
+
+  def capture_update(u, s, p=None):
+    captured["grad_v"], captured["v"] = u, p
+    return jax.tree.map(jnp.zeros_like, u), s
+
+  tx = om.row_norm_ell_inf(optax.GradientTransformation(capture_init, capture_update),
+                           optax.sgd(0.0))
+  tx.update(g, tx.init(w), w)
+  dot = np.sum(np.asarray(captured["grad_v"]["w"]) * np.asarray(captured["v"]["w"]), axis=0)
+  np.testing.assert_allclose(dot, 0.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("fan_in,fan_out", [(64, 64), (128, 256), (256, 128)])
+def test_muon_plus_plus_update_spectral_norm_is_exact(fan_in, fan_out):
+  lr, scale = 1e-2, 1.5
+  params = {"w": jnp.zeros((fan_in, fan_out))}
+  tx = om.muon_plus_plus(lr, update_scale=scale, weight_radius=1e6)
+  state = tx.init(params)
+  step = jax.jit(tx.update)
+  for i in range(3):
+    grads = {"w": jax.random.normal(jax.random.key(i), (fan_in, fan_out))}
+    u, state = step(grads, state, params)
+    params = optax.apply_updates(params, u)
+    expected = lr * scale * np.sqrt(fan_out / fan_in)
+    np.testing.assert_allclose(_spectral_norm(u["w"]), expected, rtol=0.02)
+
+
+@pytest.mark.parametrize("width", [64, 128, 256, pytest.param(512, marks=pytest.mark.slow),
+                                   pytest.param(1024, marks=pytest.mark.slow)])
+def test_muon_plus_plus_keeps_weight_spectral_norm_bounded(width):
+  # Worst case: the same gradient every step (perfect alignment), 500 steps.
+  fan_in, fan_out = width, 2 * width
+  lr, radius = 5e-2, 2.0
+  w0 = jax.random.normal(jax.random.key(0), (fan_in, fan_out)) / np.sqrt(fan_in)
+  grad = {"w": jax.random.normal(jax.random.key(1), (fan_in, fan_out))}
+  params = {"w": w0}
+  tx = om.muon_plus_plus(lr, weight_radius=radius)
+  state = tx.init(params)
+
+  @jax.jit
+  def run(params, state):
+    def body(carry, _):
+      p, s = carry
+      u, s = tx.update(grad, s, p)
+      p = optax.apply_updates(p, u)
+      return (p, s), None
+    return jax.lax.scan(body, (params, state), None, length=100)[0]
+
+  bound = radius * np.sqrt(fan_out / fan_in)
+  worst = 0.0
+  for _ in range(5):
+    params, state = run(params, state)
+    worst = max(worst, _spectral_norm(params["w"]) / bound)
+  assert worst <= 1.02, worst
+  # Muon without decay drifts past the bound on the same problem.
+  drift = om.muon(lr, weight_decay=0.0, scale="mup")
+  p, s = {"w": w0}, drift.init({"w": w0})
+  for _ in range(100):
+    u, s = drift.update(grad, s, p)
+    p = optax.apply_updates(p, u)
+  assert _spectral_norm(p["w"]) > 1.5 * bound
+
+
+def _max_logits(q, k, x, heads_q, heads_k, head_dim):
+  # Causal max of q_i·k_j / sqrt(d) per query head, numpy float64.
+  qx = (x @ q).reshape(x.shape[0], heads_q, head_dim)
+  kx = (x @ k).reshape(x.shape[0], heads_k, head_dim)
+  group = heads_q // heads_k
+  t = x.shape[0]
+  mask = np.tril(np.ones((t, t), bool))
+  out = []
+  for h in range(heads_q):
+    s = qx[:, h] @ kx[:, h // group].T / np.sqrt(head_dim)
+    out.append(s[mask].max())
+  return np.array(out)
+
+
+@pytest.mark.parametrize("heads_q,heads_k", [(4, 4), (4, 2), (4, 1)])
+def test_qk_clip_caps_max_logit_exactly(heads_q, heads_k):
+  rng = np.random.default_rng(0)
+  d, head_dim, t = 16, 8, 12
+  x = rng.normal(size=(t, d))
+  q = rng.normal(size=(d, heads_q * head_dim)) * np.array([3.0, 0.1, 3.0, 0.1]).repeat(head_dim)
+  k = rng.normal(size=(d, heads_k * head_dim))
+  before = _max_logits(q, k, x, heads_q, heads_k, head_dim)
+  tau = float(np.sort(before)[1] + 1e-3)  # two heads above, two below
+  shared = heads_k < heads_q
+  specs = {"q": om.QKClipSpec("l0", "query", head_axis=1, num_heads=heads_q, shared_keys=shared),
+           "k": om.QKClipSpec("l0", "key", head_axis=1, num_heads=heads_k, shared_keys=shared)}
+  params = {"q": jnp.asarray(q, jnp.float32), "k": jnp.asarray(k, jnp.float32)}
+  tx = om.qk_clip(tau, specs)
+  u, state = tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params,
+                       max_logits={"l0": jnp.asarray(before, jnp.float32)})
+  new = {n: np.asarray(params[n] + u[n], np.float64) for n in params}
+  after = _max_logits(new["q"], new["k"], x, heads_q, heads_k, head_dim)
+  clipped = before > tau
+  np.testing.assert_allclose(after[clipped], tau, rtol=1e-4)
+  np.testing.assert_allclose(after[~clipped], before[~clipped], rtol=1e-5)
+  assert int(state.clipped_heads) == int(clipped.sum())
+  if shared:
+    np.testing.assert_array_equal(new["k"], np.asarray(params["k"], np.float64))
+
+
+def test_qk_clip_is_identity_below_threshold():
+  params = {"q": jnp.ones((4, 8)), "k": jnp.ones((4, 8)), "w": jnp.ones((4, 4))}
+  specs = {"q": om.QKClipSpec("a", "query", 1, 2), "k": om.QKClipSpec("a", "key", 1, 2),
+           "w": None}
+  base = om.muon(1e-2)
+  tx = optax.chain(base, om.qk_clip(100.0, specs))
+  grads = jax.tree.map(jnp.ones_like, params)
+  u, _ = tx.update(grads, tx.init(params), params, max_logits={"a": jnp.array([5.0, 99.0])})
+  ref, _ = base.update(grads, base.init(params), params)
+  for n in params:
+    np.testing.assert_array_equal(u[n], ref[n])
+
+
+def test_weight_decay_with_zero_gradients_is_exactly_geometric():
+  lr, wd, steps = 0.1, 0.5, 7
+  w0 = {"w": jnp.full((8, 8), 2.0), "b": jnp.full((8,), 2.0)}
+  tx = om.muon(lr, weight_decay=wd)
+  p, s = w0, tx.init(w0)
+  for _ in range(steps):
+    u, s = tx.update(jax.tree.map(jnp.zeros_like, p), s, p)
+    p = optax.apply_updates(p, u)
+  np.testing.assert_allclose(p["w"], 2.0 * (1 - lr * wd) ** steps, rtol=1e-5)
+  np.testing.assert_allclose(p["b"], 2.0 * (1 - lr * wd) ** steps, rtol=1e-5)
