@@ -52,13 +52,20 @@ def _check_normalization(normalization: str) -> None:
     )
 
 
+def _acc_dtype(dtype):
+  return jnp.promote_types(dtype, jnp.float32)
+
+
 def _gram(x):
-  # [B, r, c] -> [B, r, r]; contracts the long side without materializing xᵀ.
-  return jax.lax.dot_general(x, x, (((2,), (2,)), ((0,), (0,))))
+  # [B, r, c] -> [B, r, r] accumulated in >= f32; contracts the long side
+  # without materializing xᵀ.
+  return jax.lax.dot_general(x, x, (((2,), (2,)), ((0,), (0,))),
+                             preferred_element_type=_acc_dtype(x.dtype))
 
 
 def _bmm(a, b):
-  return jax.lax.dot_general(a, b, (((2,), (1,)), ((0,), (0,))))
+  return jax.lax.dot_general(a, b, (((2,), (1,)), ((0,), (0,))),
+                             preferred_element_type=_acc_dtype(a.dtype))
 
 
 def _top_eigenvalue(a, iters: int):
@@ -115,7 +122,7 @@ def orthogonalize_matrices(
       sigma = jnp.minimum(_SPECTRAL_SAFETY * jnp.sqrt(jnp.sqrt(jnp.maximum(lam_sq, 0.0))),
                           jnp.sqrt(upper))
       s = (1.0 / jnp.maximum(sigma, eps))[:, None, None]
-      a_sq = (sq32 * s**4).astype(x.dtype)
+      a_sq = sq32 * s**4
     elif normalization == "schatten4":
       s = jax.lax.rsqrt(jnp.maximum(jnp.sqrt(jnp.sum(jnp.square(a32), axis=(1, 2),
                                                     keepdims=True)), eps))
@@ -125,12 +132,18 @@ def orthogonalize_matrices(
       _check_normalization(normalization)
     # s is [B,1,1] (a scalar per matrix) or [B,m,1] (AOL's row scaling D).
     x = (x * s).astype(x.dtype)
-    a_gram = (a32 * s * jnp.swapaxes(s, 1, 2)).astype(x.dtype)
+    a_gram = a32 * s * jnp.swapaxes(s, 1, 2)
 
+  # Each step rounds to the compute dtype once per fused product, like two
+  # addmm calls: H = bA + cA² and X = aX + HX are formed in >= f32. Rounding
+  # every small op in bf16 instead costs 4x the error (aX and HX nearly cancel).
+  dt, acc = x.dtype, _acc_dtype(x.dtype)
   for i, (ca, cb, cc) in enumerate(steps):
-    a_mat = a_gram if (i == 0 and a_gram is not None) else _gram(x)
+    a_acc = a_gram if (i == 0 and a_gram is not None) else _gram(x)
+    a_mat = a_acc.astype(dt)
     a_mat_sq = a_sq if (i == 0 and a_sq is not None) else _bmm(a_mat, a_mat)
-    x = ca * x + _bmm(cb * a_mat + cc * a_mat_sq, x)
+    poly = (cb * a_mat.astype(acc) + cc * a_mat_sq.astype(acc)).astype(dt)
+    x = (ca * x.astype(acc) + _bmm(poly, x)).astype(dt)
 
   if transposed:
     x = jnp.swapaxes(x, 1, 2)
