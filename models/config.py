@@ -47,7 +47,7 @@ PRESETS: dict[str, ModelConfig] = {
                         max_len=1024, scan_layers=True),
     "medium": ModelConfig(d_model=1024, n_layers=24, n_heads=16, n_kv_heads=8, d_ff=2816,
                           max_len=2048, scan_layers=True),
-    "1b": ModelConfig(d_model=2048, n_layers=18, n_heads=16, n_kv_heads=8, d_ff=5632,
+    "1b": ModelConfig(d_model=2048, n_layers=22, n_heads=16, n_kv_heads=8, d_ff=5632,
                       max_len=2048, scan_layers=True, dtype=jnp.bfloat16),
 }
 

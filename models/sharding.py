@@ -42,8 +42,8 @@ def logical_to_spec(names: Sequence[str | None], shape: Sequence[int], mesh: Mes
 
 def logical_names(abstract_state: nnx.State) -> dict:
   """Pure-dict tree of each variable's logical axis names (a tuple, `None` = unannotated)."""
-  specs = nnx.get_partition_spec(abstract_state).to_pure_dict()
-  shapes = abstract_state.to_pure_dict()
+  specs = nnx.to_pure_dict(nnx.get_partition_spec(abstract_state))
+  shapes = nnx.to_pure_dict(abstract_state)
   return jax.tree.map(lambda p, x: tuple(p) if p else (None,) * x.ndim, specs, shapes,
                       is_leaf=lambda x: isinstance(x, P))
 

@@ -3,6 +3,7 @@
 import functools
 import logging
 
+import jax
 import ml_collections
 import optax
 
@@ -43,7 +44,7 @@ def _optax_muon():
 def _base(name: str, lr: optax.Schedule, weight_decay: float) -> optax.GradientTransformation:
   if name == "adamw":
     return optax.adamw(lr, b1=0.9, b2=0.95, weight_decay=weight_decay,
-                       mask=lambda p: optax.tree.map(lambda x: x.ndim >= 2, p))
+                       mask=lambda p: jax.tree.map(lambda x: x.ndim >= 2, p))
   factory = getattr(_optax_muon(), name, None)
   if factory is None:
     logging.warning("optax_muon.%s is not available; falling back to optax.contrib.muon "

@@ -1,6 +1,6 @@
 """Train state (step, params, opt_state) and its abstract-first sharded initialization.
 
-Params are a pure nested dict of arrays (`nnx.State.to_pure_dict()`); the forward pass rebuilds
+Params are a pure nested dict of arrays (`nnx.to_pure_dict(state)`); the forward pass rebuilds
 the module with `nnx.merge(graphdef, params)`. Shardings come from the params' logical axis names
 (`models.sharding.LOGICAL_RULES`); an optimizer-state leaf whose path ends with a param's path and
 has its shape gets that param's sharding, every other leaf is replicated.
@@ -61,11 +61,11 @@ def init_state(model_cfg: ModelConfig, tx: optax.GradientTransformation,
                mesh: jax.sharding.Mesh, seed: int) -> tuple[nnx.GraphDef, TrainState, TrainState]:
   """Returns `(graphdef, state, state_shardings)`; the state is created directly sharded."""
   graphdef, abstract = abstract_model(model_cfg)
-  abstract_params = abstract.to_pure_dict()
+  abstract_params = nnx.to_pure_dict(abstract)
   param_shardings = models.param_shardings(abstract_params, models.logical_names(abstract), mesh)
 
   def init():
-    params = _build(model_cfg, seed)[1].to_pure_dict()
+    params = nnx.to_pure_dict(_build(model_cfg, seed)[1])
     return TrainState(jnp.zeros((), jnp.int32), params, tx.init(params))
 
   abstract_state = jax.eval_shape(init)

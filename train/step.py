@@ -59,7 +59,7 @@ def train_step(state: TrainState, batch: Batch, *, graphdef: nnx.GraphDef,
   params = optax.apply_updates(state.params, updates)
   metrics = {
       "loss": loss,
-      "grad_norm": optax.global_norm(grads),
+      "grad_norm": optax.tree.norm(grads),
       "max_attn_logit": jnp.max(jnp.stack(list(max_logits.values()))),
       **update_rms(updates),
   }

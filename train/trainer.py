@@ -98,8 +98,12 @@ def _host(metrics: dict) -> dict:
   return {k: float(v) for k, v in jax.device_get(metrics).items()}
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Trains to `config.train_steps` (resuming if possible); returns the last metrics row."""
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       stop_at: int | None = None) -> dict:
+  """Trains to `config.train_steps` (resuming if possible); returns the last metrics row.
+
+  `stop_at` ends this run early with a checkpoint after that step, as a preemption would.
+  """
   maybe_initialize_distributed(config.distributed)
   os.makedirs(workdir, exist_ok=True)
   is_main = jax.process_index() == 0
@@ -133,6 +137,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     return float(np.mean([float(eval_fn(state.params, b)) for b in eval_data]))
 
   tokens_per_step = config.batch_size * config.seq_len
+  schedule = optimizer_lib.make_schedule(config.optimizer, total)
   stop = _StopFlag()
   bar = tqdm.tqdm(total=total, initial=start, disable=not is_main, desc="train",
                   dynamic_ncols=True)
@@ -147,7 +152,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       raise FloatingPointError(f"loss is {row['loss']} at step {step}; stopping.")
     now = time.perf_counter()
     row["tokens_per_sec"] = tokens_per_step * (step - clock_step) / max(now - clock, 1e-9)
-    row["lr"] = float(optimizer_lib.make_schedule(config.optimizer, total)(step - 1))
+    row["lr"] = float(schedule(step - 1))
     bar.update(step - bar.n)
     bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{row['tokens_per_sec']:.0f}")
     if step % config.log_every == 0 or force:
@@ -166,21 +171,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       if pending is not None:
         record(*pending)
       pending, done = (step + 1, metrics), step + 1
-      boundary = done % config.eval_every == 0 or done % config.checkpoint_every == 0
-      if boundary or done == total or stop.requested:
+      stopping = stop.requested or done == stop_at
+      save = done % config.checkpoint_every == 0 or done == total or stopping
+      if save or done % config.eval_every == 0:
         record(*pending, force=True)
         pending = None
-        if done % config.checkpoint_every == 0 or done == total or stop.requested:
+        if save:
           ckpt.save(done, state, data_iter)
-        if stop.requested:
+        if stopping:
           break
   finally:
     stop.restore()
     bar.close()
     ckpt.close()
 
-  if stop.requested:
-    logging.warning("Stopped by SIGTERM at step %d (checkpointed).", int(state.step))
+  if int(state.step) < total:
+    logging.warning("Stopped at step %d (checkpointed); rerun to resume.", int(state.step))
     return last_row
   if "eval_loss" not in last_row:  # Nothing left to train: report the restored state.
     last_row = {"step": int(state.step), "eval_loss": evaluate()}

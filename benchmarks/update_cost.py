@@ -1,0 +1,244 @@
+"""Cost of one optimizer update on a transformer-shaped parameter tree.
+
+    python benchmarks/update_cost.py                 # 12 layers, d_model 768, d_ff 3072
+    python benchmarks/update_cost.py --small         # 12 layers, d_model 256, d_ff 1024
+    python benchmarks/update_cost.py --quick         # --small, 2 layers, 3 repeats
+    python benchmarks/update_cost.py --mesh [--small]  # the same on an 8-device CPU mesh (FSDP)
+
+Parameter tree (nested dicts): ``embed/embedding`` [vocab, d],
+``layers/<i>/attn/{q,k,v,o}/kernel`` [d, d], ``layers/<i>/mlp/{gate,up}/kernel``
+[d, d_ff], ``layers/<i>/mlp/down/kernel`` [d_ff, d], ``layers/<i>/norm{1,2}/scale``
+[d], ``final_norm/scale`` [d], ``lm_head/kernel`` [d, vocab] (untied). The
+library's default labelling rule sends embed, lm_head and the norms to AdamW.
+
+Compared in one process, timed interleaved: ``optax.adamw``,
+``optax.contrib.muon`` (``consistent_rms=0.2``, dimension numbers marking only
+the hidden matrices), ``optax_muon.muon``, ``optax_muon.muon_plus_plus``,
+``optax_muon.muown`` — all at lr 3e-4. Per optimizer: compile time of the
+jitted ``update + apply_updates`` step (``lower(...).compile()``), the median
+step time (params and state donated), its ratio to AdamW, and optimizer-state
+bytes per parameter.
+
+``--mesh``: ``jax_num_cpu_devices=8`` and a ('fsdp',) mesh of 8 (Auto axis
+type); every parameter, gradient and state leaf is sharded on its largest axis
+divisible by 8 (replicated if none), the state via
+``jax.jit(tx.init, out_shardings=...)``.
+"""
+
+from __future__ import annotations
+
+import sys
+
+if "--mesh" in sys.argv:  # before any other jax use
+  import jax
+
+  jax.config.update("jax_num_cpu_devices", 8)
+
+import argparse  # noqa: E402
+import math  # noqa: E402
+import os  # noqa: E402
+import time  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import jax  # noqa: E402,F811
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+from jax.sharding import NamedSharding  # noqa: E402
+from jax.sharding import PartitionSpec as P  # noqa: E402
+
+import _common  # noqa: E402
+import optax_muon  # noqa: E402
+
+LR = 3e-4
+MESH_SIZE = 8
+
+
+def param_shapes(layers: int, d: int, d_ff: int, vocab: int) -> dict:
+  def layer():
+    return {
+        "attn": {k: {"kernel": (d, d)} for k in ("q", "k", "v", "o")},
+        "mlp": {"gate": {"kernel": (d, d_ff)}, "up": {"kernel": (d, d_ff)},
+                "down": {"kernel": (d_ff, d)}},
+        "norm1": {"scale": (d,)},
+        "norm2": {"scale": (d,)},
+    }
+
+  return {
+      "embed": {"embedding": (vocab, d)},
+      "layers": {str(i): layer() for i in range(layers)},
+      "final_norm": {"scale": (d,)},
+      "lm_head": {"kernel": (d, vocab)},
+  }
+
+
+def is_shape(x):
+  return isinstance(x, tuple) and all(isinstance(i, int) for i in x)
+
+
+def contrib_dims(shapes: dict) -> dict:
+  """optax.contrib.muon dimension numbers: only the hidden (layer) matrices."""
+  def rule(path, shape):
+    keys = [getattr(k, "key", str(k)) for k in path]
+    if keys[0] == "layers" and len(shape) == 2:
+      return optax.contrib.MuonDimensionNumbers(reduction_axis=0, output_axis=1)
+    return None
+
+  return jax.tree_util.tree_map_with_path(rule, shapes, is_leaf=is_shape)
+
+
+def optimizers(shapes: dict) -> dict[str, optax.GradientTransformation]:
+  return {
+      "adamw": optax.adamw(LR),
+      "optax.contrib.muon": optax.contrib.muon(
+          LR, consistent_rms=0.2, muon_weight_dimension_numbers=contrib_dims(shapes)),
+      "optax_muon.muon": optax_muon.muon(LR),
+      "optax_muon.muon_plus_plus": optax_muon.muon_plus_plus(LR),
+      "optax_muon.muown": optax_muon.muown(LR),
+  }
+
+
+def fsdp_spec(shape: tuple[int, ...]) -> P:
+  """Shard the largest axis divisible by the mesh size; replicate otherwise."""
+  best = None
+  for ax, size in enumerate(shape):
+    if size % MESH_SIZE == 0 and (best is None or size > shape[best]):
+      best = ax
+  if best is None:
+    return P()
+  return P(*[("fsdp" if ax == best else None) for ax in range(len(shape))])
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--small", action="store_true", help="d_model 256, d_ff 1024")
+  p.add_argument("--quick", action="store_true", help="--small with 2 layers and 3 repeats")
+  p.add_argument("--mesh", action="store_true", help="8-device CPU mesh, FSDP sharding")
+  p.add_argument("--layers", type=int, default=None, help="number of layers (default 12)")
+  p.add_argument("--vocab", type=int, default=8192)
+  p.add_argument("--repeats", type=int, default=None, help="interleaved timed rounds")
+  p.add_argument("--out", default=None, help="basename under benchmarks/results/")
+  args = p.parse_args(argv)
+
+  small = args.small or args.quick
+  d, d_ff = (256, 1024) if small else (768, 3072)
+  layers = args.layers if args.layers is not None else (2 if args.quick else 12)
+  repeats = args.repeats if args.repeats is not None else (3 if (args.quick or not small) else 7)
+  out_name = args.out or ("update_cost_mesh" if args.mesh else "update_cost")
+  command = "python benchmarks/update_cost.py" + "".join(
+      f" {a}" for a in (sys.argv[1:] if argv is None else argv))
+
+  info = _common.machine_info()
+  shapes = param_shapes(layers, d, d_ff, args.vocab)
+  shape_leaves = jax.tree.leaves(shapes, is_leaf=is_shape)
+  n_params = sum(math.prod(s) for s in shape_leaves)
+
+  if args.mesh:
+    mesh = jax.make_mesh((MESH_SIZE,), ("fsdp",), axis_types=(jax.sharding.AxisType.Auto,))
+    sharding_of = lambda shape: NamedSharding(mesh, fsdp_spec(tuple(shape)))
+  else:
+    dev = jax.devices()[0]
+    sharding_of = lambda shape: jax.sharding.SingleDeviceSharding(dev)
+  p_shard = jax.tree.map(sharding_of, shapes, is_leaf=is_shape)
+
+  def make_tree(seed, scale):
+    keys = iter(jax.random.split(jax.random.key(seed), len(shape_leaves)))
+    return jax.tree.map(lambda s: scale * jax.random.normal(next(keys), s, jnp.float32),
+                        shapes, is_leaf=is_shape)
+
+  make_params = jax.jit(lambda: make_tree(0, 0.02), out_shardings=p_shard)
+  grads = jax.jit(lambda: make_tree(1, 1e-3), out_shardings=p_shard)()
+
+  txs = optimizers(shapes)
+  runs = {}
+  for name, tx in txs.items():
+    params = make_params()
+    state_shapes = jax.eval_shape(tx.init, params)
+    s_shard = jax.tree.map(lambda s: sharding_of(s.shape), state_shapes)
+    state = jax.jit(tx.init, out_shardings=s_shard)(params)
+
+    def step(params, state, grads, tx=tx):
+      updates, state = tx.update(grads, state, params)
+      return optax.apply_updates(params, updates), state
+
+    jitted = jax.jit(step, in_shardings=(p_shard, s_shard, p_shard),
+                     out_shardings=(p_shard, s_shard), donate_argnums=(0, 1))
+    t0 = time.perf_counter()
+    lowered = jitted.lower(params, state, grads)
+    lower_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    compiled = lowered.compile()
+    compile_s = time.perf_counter() - t0
+    state_leaves = jax.tree.leaves(state)
+    state_bytes = sum(x.nbytes for x in state_leaves)
+    runs[name] = {"compiled": compiled, "carry": [params, state], "lower_s": lower_s,
+                  "compile_s": compile_s, "state_bytes": state_bytes,
+                  "state_leaves": len(state_leaves)}
+    print(f"{name}: lower {lower_s:.1f}s compile {compile_s:.1f}s, state "
+          f"{state_bytes / n_params:.2f} B/param", flush=True)
+
+  def caller(r):
+    def call():
+      r["carry"] = list(r["compiled"](r["carry"][0], r["carry"][1], grads))
+      return r["carry"]
+    return call
+
+  fns = {name: caller(r) for name, r in runs.items()}
+  t0 = time.perf_counter()
+  samples = _common.interleaved(fns, repeats=repeats, warmup=1)
+  bench_s = time.perf_counter() - t0
+  finite = {name: bool(all(jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(r["carry"][0])))
+            for name, r in runs.items()}
+
+  base = _common.summarize(samples["adamw"])["median_s"]
+  results = {}
+  for name, r in runs.items():
+    st = _common.summarize(samples[name])
+    results[name] = {
+        **st,
+        "ratio_to_adamw": st["median_s"] / base,
+        "ratio_to_adamw_min": st["min_s"] / _common.summarize(samples["adamw"])["min_s"],
+        "lower_s": r["lower_s"],
+        "compile_s": r["compile_s"],
+        "state_bytes": r["state_bytes"],
+        "state_bytes_per_param": r["state_bytes"] / n_params,
+        "state_leaves": r["state_leaves"],
+        "params_finite_after": finite[name],
+        "samples_s": samples[name],
+    }
+    print(f"{name}: median {st['median_s'] * 1e3:.1f} ms ({st['median_s'] / base:.2f}x adamw)",
+          flush=True)
+
+  config = {"layers": layers, "d_model": d, "d_ff": d_ff, "vocab": args.vocab,
+            "n_params": n_params, "mesh": args.mesh, "mesh_size": MESH_SIZE if args.mesh else 1,
+            "repeats": repeats, "learning_rate": LR, "benchmark_wall_s": bench_s}
+  _common.write_json(f"{out_name}.json", {"machine": info, "command": command, "config": config,
+                                          "results": results})
+  headers = ["optimizer", "median step ms", "min ms", "× AdamW (median)", "× AdamW (min)",
+             "compile s", "state B/param"]
+  rows = [[k, v["median_s"] * 1e3, v["min_s"] * 1e3, v["ratio_to_adamw"], v["ratio_to_adamw_min"],
+           v["compile_s"], v["state_bytes_per_param"]] for k, v in results.items()]
+  notes = [
+      f"Tree: {layers} layers, d_model {d}, d_ff {d_ff}, vocab {args.vocab} (embed + untied "
+      f"lm_head), {n_params / 1e6:.1f}M float32 params; embed/lm_head/norms → AdamW.",
+      "Step = jitted `tx.update` + `optax.apply_updates`, params and state donated; "
+      f"{repeats} interleaved rounds after one warm-up round (median and min per optimizer).",
+      "`compile s` = `jax.jit(step).lower(...).compile()` (compile only; lowering in the JSON). "
+      "`state B/param` = bytes of all optimizer-state leaves / number of parameters.",
+      "optax.contrib.muon: `consistent_rms=0.2`, dimension numbers only on the layer "
+      "matrices (None for embed, lm_head, norms); other arguments default.",
+      ("Mesh: 8 CPU devices (`jax_num_cpu_devices=8`) on this machine's cores, mesh ('fsdp',) "
+       "Auto; params/grads/state sharded on their largest axis divisible by 8."
+       if args.mesh else "Single CPU device."),
+      "Other processes shared the CPU during the run: absolute times are load-dependent, "
+      "ratios are the comparable numbers.",
+  ]
+  title = "Optimizer update cost" + (" (8-device CPU mesh, FSDP)" if args.mesh else "")
+  md = _common.md_header(title, info, command, notes) + "\n" + _common.md_table(headers, rows)
+  _common.write_text(f"{out_name}.md", md)
+  print(md)
+
+
+if __name__ == "__main__":
+  main()
