@@ -31,10 +31,10 @@ def _linear(cfg: ModelConfig, fan_in: int, fan_out: int, names: tuple[str, str],
       kernel_init=nnx.with_partitioning(_kernel_init(cfg, fan_in, fan_out), names), rngs=rngs)
 
 
-def _rms_norm(cfg: ModelConfig, dim: int, name: str, rngs: nnx.Rngs) -> nnx.RMSNorm:
+def _rms_norm(cfg: ModelConfig, dim: int, axis_name: str, rngs: nnx.Rngs) -> nnx.RMSNorm:
   return nnx.RMSNorm(
       dim, epsilon=1e-6, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
-      scale_init=nnx.with_partitioning(nnx.initializers.ones, (name,)), rngs=rngs)
+      scale_init=nnx.with_partitioning(nnx.initializers.ones, (axis_name,)), rngs=rngs)
 
 
 def rope_tables(length: int, head_dim: int, base: float) -> Rope:

@@ -1,11 +1,11 @@
 """Learning-rate schedules and the optimizer chain, chosen by name from config."""
 
 import functools
-import logging
 
 import jax
 import ml_collections
 import optax
+import optax_muon as om
 
 import models
 from models.config import ModelConfig
@@ -33,29 +33,13 @@ def make_schedule(opt: ml_collections.ConfigDict, total_steps: int) -> optax.Sch
   raise ValueError(f"unknown optimizer.schedule {opt.schedule!r}; choose from {SCHEDULES}")
 
 
-def _optax_muon():
-  try:
-    import optax_muon  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    return None
-  return optax_muon
-
-
 def _base(name: str, lr: optax.Schedule, weight_decay: float) -> optax.GradientTransformation:
+  """The optimizer proper; Muon variants route non-matrix leaves (labels = None) to AdamW."""
   if name == "adamw":
     return optax.adamw(lr, b1=0.9, b2=0.95, weight_decay=weight_decay,
                        mask=lambda p: jax.tree.map(lambda x: x.ndim >= 2, p))
-  factory = getattr(_optax_muon(), name, None)
-  if factory is None:
-    logging.warning("optax_muon.%s is not available; falling back to optax.contrib.muon "
-                    "(RMS-matched, consistent_rms=0.2).", name)
-    return optax.contrib.muon(lr, weight_decay=weight_decay, adam_weight_decay=weight_decay,
-                              consistent_rms=0.2,
-                              muon_weight_dimension_numbers=models.dimension_numbers)
-  kwargs = {"dimension_numbers": models.dimension_numbers}
-  if name in ("muon", "muown"):
-    kwargs["weight_decay"] = weight_decay
-  return factory(lr, **kwargs)
+  factory = {"muon": om.muon, "muon_plus_plus": om.muon_plus_plus, "muown": om.muown}[name]
+  return factory(lr, weight_decay=weight_decay, dimension_numbers=models.dimension_numbers)
 
 
 def make_optimizer(opt: ml_collections.ConfigDict, model_cfg: ModelConfig,
@@ -71,8 +55,5 @@ def make_optimizer(opt: ml_collections.ConfigDict, model_cfg: ModelConfig,
   if use_qk_clip:
     if model_cfg.scan_layers:
       raise ValueError("optimizer.qk_clip needs model.scan_layers=False")
-    om = _optax_muon()
-    if getattr(om, "qk_clip", None) is None:
-      raise ValueError("optimizer.qk_clip needs optax_muon.qk_clip, which is not available")
     parts.append(om.qk_clip(opt.qk_clip, functools.partial(models.qk_clip_specs, cfg=model_cfg)))
   return optax.chain(*parts), use_qk_clip

@@ -8,6 +8,7 @@ import logging
 import math
 import os
 import signal
+import threading
 import time
 
 import jax
@@ -79,11 +80,16 @@ def validate(config: ml_collections.ConfigDict, model_cfg: ModelConfig,
 
 
 class _StopFlag:
-  """Set by SIGTERM; the loop checkpoints and exits at the next step boundary."""
+  """Set by SIGTERM; the loop checkpoints and exits at the next step boundary.
+
+  Installed only from the main thread (Python delivers signals there).
+  """
 
   def __init__(self):
     self.requested = False
-    self._previous = signal.signal(signal.SIGTERM, self._handle)
+    self._previous = None
+    if threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
 
   def _handle(self, signum, frame):
     del signum, frame
@@ -91,7 +97,22 @@ class _StopFlag:
     self.requested = True
 
   def restore(self):
-    signal.signal(signal.SIGTERM, self._previous)
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+
+def compile_train_step(train_fn, state, config: ml_collections.ConfigDict, batch_sharding):
+  """AOT-compiles the train step for the configured batch and logs its memory use."""
+  shape = (config.batch_size, config.seq_len + 1)
+  batch = {"tokens": jax.ShapeDtypeStruct(shape, jnp.int32, sharding=batch_sharding),
+           "mask": jax.ShapeDtypeStruct(shape, jnp.float32, sharding=batch_sharding)}
+  compiled = train_fn.lower(state, batch).compile()
+  memory = compiled.memory_analysis()
+  if memory is not None:
+    logging.info("Train step memory per device: args %.1f MiB, temp %.1f MiB, out %.1f MiB",
+                 memory.argument_size_in_bytes / 2**20, memory.temp_size_in_bytes / 2**20,
+                 memory.output_size_in_bytes / 2**20)
+  return compiled
 
 
 def _host(metrics: dict) -> dict:
@@ -128,6 +149,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     logging.info("Resumed from step %d.", start)
   total = config.train_steps
   train_fn, eval_fn = jit_steps(graphdef, tx, use_qk_clip, shardings, batch_sharding)
+  if start < total:
+    train_fn = compile_train_step(train_fn, state, config, batch_sharding)
   writer = MetricsWriter(workdir, start, enabled=is_main)
   n_params = sum(math.prod(x.shape) for x in jax.tree.leaves(state.params))
   logging.info("Model %s: %.2fM params; mesh %s", config.model.preset, n_params / 1e6,
@@ -156,7 +179,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     bar.update(step - bar.n)
     bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{row['tokens_per_sec']:.0f}")
     if step % config.log_every == 0 or force:
-      if config.diagnostics.every and step % config.diagnostics.every == 0:
+      if force and config.diagnostics.every and step % config.diagnostics.every == 0:
         row.update(diagnostics.compute(state, mesh))
       if step % config.eval_every == 0 or step == total:
         row["eval_loss"] = evaluate()
@@ -173,7 +196,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       pending, done = (step + 1, metrics), step + 1
       stopping = stop.requested or done == stop_at
       save = done % config.checkpoint_every == 0 or done == total or stopping
-      if save or done % config.eval_every == 0:
+      diagnose = config.diagnostics.every and done % config.diagnostics.every == 0
+      if save or diagnose or done % config.eval_every == 0:
         record(*pending, force=True)
         pending = None
         if save:

@@ -7,12 +7,12 @@ from ml_collections.config_dict import placeholder
 def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
-  c.train_steps = 600
-  c.batch_size = 32  # Global, across all processes.
+  c.train_steps = 400
+  c.batch_size = 16  # Global, across all processes.
   c.seq_len = 128
-  c.eval_every = 200
+  c.eval_every = 100
   c.eval_steps = 8
-  c.checkpoint_every = 200
+  c.checkpoint_every = 100
   c.max_checkpoints = 3
   c.log_every = 10
 
@@ -28,7 +28,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.name = "muon"  # adamw | muon | muon_plus_plus | muown
   c.optimizer.learning_rate = 6e-3
-  c.optimizer.warmup_steps = 50
+  c.optimizer.warmup_steps = 40
   c.optimizer.schedule = "cosine"  # cosine | wsd | constant
   c.optimizer.decay_fraction = 0.2  # WSD: fraction of steps in the final linear decay.
   c.optimizer.final_lr_fraction = 0.1
