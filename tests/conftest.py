@@ -7,3 +7,6 @@ import jax  # noqa: E402
 
 jax.config.update("jax_num_cpu_devices", 8)
 jax.config.update("jax_platforms", "cpu")
+
+# The generator of the stored torch vectors needs torch; it is run by hand, never collected.
+collect_ignore = ["reference/generate_torch_muon_vectors.py"]
