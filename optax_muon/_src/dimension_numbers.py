@@ -190,22 +190,30 @@ def resolve_dimension_numbers(
         out.append(default_rule(p, x))
     return out
   tree = spec(params) if callable(spec) else spec
-  try:
-    per_leaf = treedef.flatten_up_to(
-        jax.tree.map(lambda d, sub: jax.tree.map(lambda _: d, sub), tree, params,
-                     is_leaf=_is_spec_leaf)
-    )
-  except (ValueError, TypeError) as e:
-    raise ValueError(
-        "dimension_numbers tree does not match the parameter tree: "
-        f"{e}. Parameter paths: {[p for p, _ in named][:8]}..."
-    ) from None
+  per_leaf = prefix_to_leaves(tree, params, _is_spec_leaf, "dimension_numbers")
   for (p, _), d in zip(named, per_leaf):
     if not _is_spec_leaf(d):
       raise ValueError(
           f"{p}: dimension numbers must be MuonDimensionNumbers or None, got {d!r}."
       )
   return per_leaf
+
+
+def prefix_to_leaves(prefix: Any, tree: Any, is_leaf: Callable[[Any], bool],
+                     what: str) -> list[Any]:
+  """Broadcasts a tree prefix of ``tree`` to one value per leaf of ``tree``.
+
+  Raises:
+    ValueError: naming ``what`` when ``prefix`` is not a prefix of ``tree``.
+  """
+  treedef = jax.tree.structure(tree)
+  try:
+    return treedef.flatten_up_to(jax.tree.map(
+        lambda v, sub: jax.tree.map(lambda _: v, sub), prefix, tree, is_leaf=is_leaf))
+  except (ValueError, TypeError) as e:
+    paths = [p for p, _ in _leaves_with_paths(tree)[0]][:8]
+    raise ValueError(f"{what} tree does not match the parameter tree: {e}. "
+                     f"Parameter paths: {paths}...") from None
 
 
 def _mapping_matches_tree(spec: Mapping, params: Any) -> bool:

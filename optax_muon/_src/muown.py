@@ -8,12 +8,9 @@ import jax
 import optax
 
 from optax_muon._src import dimension_numbers as dn
-from optax_muon._src import momentum as momentum_lib
 from optax_muon._src import muon as muon_lib
-from optax_muon._src import newton_schulz as ns_lib
 from optax_muon._src import routing
 from optax_muon._src import row_norm
-from optax_muon._src import spectral_scale as scale_lib
 from optax_muon._src import weight_decay as wd_lib
 
 __all__ = ["muown"]
@@ -76,17 +73,13 @@ def muown(
   adam_lr = learning_rate if adam_learning_rate is None else adam_learning_rate
 
   def matrix_chain(dims):
-    direction = optax.chain(
-        momentum_lib.muon_momentum(beta, nesterov=nesterov, form="sum", mu_dtype=mu_dtype),
-        ns_lib.newton_schulz(ns_schedule, 5 if ns_steps is None else ns_steps, normalization=normalization,
-                             compute_dtype=compute_dtype, dimension_numbers=dims),
-        scale_lib.spectral_scale("moonlight", rms=rms, dimension_numbers=dims),
-        optax.scale_by_learning_rate(learning_rate))
-    if magnitude == "adam":
-      mag = optax.chain(optax.scale_by_adam(magnitude_b1, magnitude_b2, adam_eps),
-                        optax.scale_by_learning_rate(learning_rate))
-    else:
-      mag = row_norm.default_magnitude(learning_rate, magnitude)
+    direction = row_norm.default_direction(
+        learning_rate, beta=beta, nesterov=nesterov, rms=rms, mu_dtype=mu_dtype,
+        dimension_numbers=dims, schedule=ns_schedule,
+        steps=5 if ns_steps is None else ns_steps, normalization=normalization,
+        compute_dtype=compute_dtype)
+    mag = row_norm.default_magnitude(learning_rate, magnitude, b1=magnitude_b1,
+                                     b2=magnitude_b2, eps=adam_eps)
     return optax.chain(
         row_norm.row_norm_ell_inf(direction, mag, dimension_numbers=dims),
         wd_lib.decoupled_weight_decay(weight_decay, learning_rate))

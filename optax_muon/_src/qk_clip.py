@@ -109,12 +109,7 @@ def qk_clip(
                        "update(..., max_logits={layer: array[num_heads]}).")
     spec_tree = specs(params) if callable(specs) else specs
     flat, treedef = jax.tree_util.tree_flatten_with_path(updates)
-    try:
-      spec_leaves = treedef.flatten_up_to(jax.tree.map(
-          lambda s, sub: jax.tree.map(lambda _: s, sub), spec_tree, updates,
-          is_leaf=_is_spec))
-    except (ValueError, TypeError) as e:
-      raise ValueError(f"qk_clip specs do not match the parameter tree: {e}") from None
+    spec_leaves = dn.prefix_to_leaves(spec_tree, updates, _is_spec, "qk_clip specs")
     ws = treedef.flatten_up_to(params)
     out = []
     clipped = {}

@@ -58,14 +58,18 @@ def _safe(x):
   return sign * jnp.maximum(jnp.abs(x), _MIN_MAGNITUDE)
 
 
-def default_direction(learning_rate: optax.ScalarOrSchedule, *, beta=0.95,
+def default_direction(learning_rate: optax.ScalarOrSchedule, *, beta=0.95, nesterov=True,
+                      rms=0.2, mu_dtype=None,
                       dimension_numbers: dn.DimensionNumbersSpec = None,
                       **ns_kwargs) -> optax.GradientTransformation:
-  """Muon on the direction: sum-form Nesterov momentum, NS5, ``moonlight`` 0.2 scale."""
+  """Muon on the direction: sum-form momentum, Newton–Schulz, ``moonlight`` scale.
+
+  ``ns_kwargs`` go to :func:`newton_schulz` (schedule, steps, normalization, ...).
+  """
   return optax.chain(
-      momentum_lib.muon_momentum(beta, nesterov=True, form="sum"),
+      momentum_lib.muon_momentum(beta, nesterov=nesterov, form="sum", mu_dtype=mu_dtype),
       ns_lib.newton_schulz(dimension_numbers=dimension_numbers, **ns_kwargs),
-      scale_lib.spectral_scale("moonlight", dimension_numbers=dimension_numbers),
+      scale_lib.spectral_scale("moonlight", rms=rms, dimension_numbers=dimension_numbers),
       optax.scale_by_learning_rate(learning_rate))
 
 
