@@ -20,9 +20,12 @@ step time (params and state donated), its ratio to AdamW, and optimizer-state
 bytes per parameter.
 
 ``--mesh``: ``jax_num_cpu_devices=8`` and a ('fsdp',) mesh of 8 (Auto axis
-type); every parameter, gradient and state leaf is sharded on its largest axis
-divisible by 8 (replicated if none), the state via
-``jax.jit(tx.init, out_shardings=...)``.
+type), set with ``jax.set_mesh`` for every optimizer alike; every parameter,
+gradient and state leaf is sharded on its largest axis divisible by 8
+(replicated if none), the state via ``jax.jit(tx.init, out_shardings=...)``.
+``GFLOP/device`` is the compiled step's per-device flop count (XLA's cost
+analysis): with whole matrices per device it is about total/8; when every
+device repeats the orthogonalization it is about the total.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ if "--mesh" in sys.argv:  # before any other jax use
   jax.config.update("jax_num_cpu_devices", 8)
 
 import argparse  # noqa: E402
+import contextlib  # noqa: E402
 import math  # noqa: E402
 import os  # noqa: E402
 import time  # noqa: E402
@@ -152,6 +156,8 @@ def main(argv=None):
 
   txs = optimizers(shapes)
   runs = {}
+  context = jax.set_mesh(mesh) if args.mesh else contextlib.nullcontext()
+  context.__enter__()
   for name, tx in txs.items():
     params = make_params()
     state_shapes = jax.eval_shape(tx.init, params)
@@ -172,9 +178,11 @@ def main(argv=None):
     compile_s = time.perf_counter() - t0
     state_leaves = jax.tree.leaves(state)
     state_bytes = sum(x.nbytes for x in state_leaves)
+    cost = compiled.cost_analysis() or {}
     runs[name] = {"compiled": compiled, "carry": [params, state], "lower_s": lower_s,
                   "compile_s": compile_s, "state_bytes": state_bytes,
-                  "state_leaves": len(state_leaves)}
+                  "state_leaves": len(state_leaves),
+                  "gflop_per_device": float(cost.get("flops", float("nan"))) / 1e9}
     print(f"{name}: lower {lower_s:.1f}s compile {compile_s:.1f}s, state "
           f"{state_bytes / n_params:.2f} B/param", flush=True)
 
@@ -204,6 +212,7 @@ def main(argv=None):
         "state_bytes": r["state_bytes"],
         "state_bytes_per_param": r["state_bytes"] / n_params,
         "state_leaves": r["state_leaves"],
+        "gflop_per_device": r["gflop_per_device"],
         "params_finite_after": finite[name],
         "samples_s": samples[name],
     }
@@ -216,9 +225,10 @@ def main(argv=None):
   _common.write_json(f"{out_name}.json", {"machine": info, "command": command, "config": config,
                                           "results": results})
   headers = ["optimizer", "median step ms", "min ms", "× AdamW (median)", "× AdamW (min)",
-             "compile s", "state B/param"]
+             "compile s", "state B/param", "GFLOP/device"]
   rows = [[k, v["median_s"] * 1e3, v["min_s"] * 1e3, v["ratio_to_adamw"], v["ratio_to_adamw_min"],
-           v["compile_s"], v["state_bytes_per_param"]] for k, v in results.items()]
+           v["compile_s"], v["state_bytes_per_param"], v["gflop_per_device"]]
+          for k, v in results.items()]
   notes = [
       f"Tree: {layers} layers, d_model {d}, d_ff {d_ff}, vocab {args.vocab} (embed + untied "
       f"lm_head), {n_params / 1e6:.1f}M float32 params; embed/lm_head/norms → AdamW.",
@@ -229,7 +239,8 @@ def main(argv=None):
       "optax.contrib.muon: `consistent_rms=0.2`, dimension numbers only on the layer "
       "matrices (None for embed, lm_head, norms); other arguments default.",
       ("Mesh: 8 CPU devices (`jax_num_cpu_devices=8`) on this machine's cores, mesh ('fsdp',) "
-       "Auto; params/grads/state sharded on their largest axis divisible by 8."
+       "Auto, set with `jax.set_mesh` for all optimizers; params/grads/state sharded on "
+       "their largest axis divisible by 8."
        if args.mesh else "Single CPU device."),
       "Other processes shared the CPU during the run: absolute times are load-dependent, "
       "ratios are the comparable numbers.",

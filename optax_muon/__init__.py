@@ -27,10 +27,13 @@ from optax_muon._src.partition import partition
 from optax_muon._src.qk_clip import QKClipSpec
 from optax_muon._src.qk_clip import qk_clip
 from optax_muon._src.row_norm import row_norm_ell_inf
+from optax_muon._src.sharding import init_sharded
+from optax_muon._src.sharding import state_shardings
 from optax_muon._src.spectral_decay import spectral_weight_decay
 from optax_muon._src.spectral_scale import SCALE_CONVENTIONS
 from optax_muon._src.spectral_scale import spectral_scale
 from optax_muon._src.weight_decay import decoupled_weight_decay
+from optax_muon import diagnostics  # the public submodule
 
 __version__ = "0.1.0"
 
@@ -43,6 +46,7 @@ __all__ = [
     "SCALE_CONVENTIONS",
     "SCHEDULES",
     "decoupled_weight_decay",
+    "diagnostics",
     "default_matrix_rule",
     "muon",
     "muon_momentum",
@@ -57,8 +61,10 @@ __all__ = [
     "polar_express_coefficients",
     "qk_clip",
     "resolve_dimension_numbers",
+    "init_sharded",
     "row_norm_ell_inf",
     "skip_nonfinite",
     "spectral_scale",
     "spectral_weight_decay",
+    "state_shardings",
 ]

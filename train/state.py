@@ -2,8 +2,8 @@
 
 Params are a pure nested dict of arrays (`nnx.to_pure_dict(state)`); the forward pass rebuilds
 the module with `nnx.merge(graphdef, params)`. Shardings come from the params' logical axis names
-(`models.sharding.LOGICAL_RULES`); an optimizer-state leaf whose path ends with a param's path and
-has its shape gets that param's sharding, every other leaf is replicated.
+(`models.sharding.LOGICAL_RULES`); optimizer-state buffers follow their param
+(`optax_muon.state_shardings`), every other leaf is replicated.
 """
 
 from typing import Any, NamedTuple
@@ -11,6 +11,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
+import optax_muon as om
 from flax import nnx
 
 import models
@@ -33,28 +34,12 @@ def abstract_model(model_cfg: ModelConfig) -> tuple[nnx.GraphDef, nnx.State]:
   return nnx.eval_shape(lambda: _build(model_cfg, 0))
 
 
-def _names(path) -> tuple:
-  return tuple(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
-
-
 def opt_state_shardings(abstract_opt_state: Any, abstract_params: dict, param_shardings: dict,
                         mesh: jax.sharding.Mesh) -> Any:
-  """Shardings for an optax state: param-like leaves follow their param, others replicate."""
-  by_path = {}
-  for (path, x), s in zip(jax.tree_util.tree_leaves_with_path(abstract_params),
-                          jax.tree.leaves(param_shardings)):
-    by_path[_names(path)] = (x.shape, s)
-  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-
-  def sharding(path, x):
-    names = _names(path)
-    for start in range(len(names)):
-      shape, s = by_path.get(names[start:], (None, None))
-      if s is not None and shape == x.shape:
-        return s
-    return replicated
-
-  return jax.tree_util.tree_map_with_path(sharding, abstract_opt_state)
+  """Shardings for an optax state: per-parameter buffers follow their param, others replicate
+  (`optax_muon.state_shardings`; `mesh` is the params' mesh)."""
+  del mesh
+  return om.state_shardings(abstract_opt_state, abstract_params, param_shardings)
 
 
 def init_state(model_cfg: ModelConfig, tx: optax.GradientTransformation,

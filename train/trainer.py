@@ -14,6 +14,7 @@ import time
 import jax
 import jax.numpy as jnp
 import ml_collections
+from etils import epath
 import numpy as np
 import tqdm
 
@@ -106,7 +107,9 @@ def compile_train_step(train_fn, state, config: ml_collections.ConfigDict, batch
   shape = (config.batch_size, config.seq_len + 1)
   batch = {"tokens": jax.ShapeDtypeStruct(shape, jnp.int32, sharding=batch_sharding),
            "mask": jax.ShapeDtypeStruct(shape, jnp.float32, sharding=batch_sharding)}
-  compiled = train_fn.lower(state, batch).compile()
+  # The mesh in context lets optax_muon give each device whole matrices to orthogonalize.
+  with jax.set_mesh(batch_sharding.mesh):
+    compiled = train_fn.lower(state, batch).compile()
   memory = compiled.memory_analysis()
   if memory is not None:
     logging.info("Train step memory per device: args %.1f MiB, temp %.1f MiB, out %.1f MiB",
@@ -126,12 +129,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   `stop_at` ends this run early with a checkpoint after that step, as a preemption would.
   """
   maybe_initialize_distributed(config.distributed)
-  os.makedirs(workdir, exist_ok=True)
+  epath.Path(workdir).mkdir(parents=True, exist_ok=True)  # Local or gs://.
   is_main = jax.process_index() == 0
   model_cfg = model_config(config.model)
   mesh = mesh_lib.make_mesh(config.mesh)
   validate(config, model_cfg, mesh)
-  tx, use_qk_clip = optimizer_lib.make_optimizer(config.optimizer, model_cfg, config.train_steps)
+  tx, use_qk_clip = optimizer_lib.make_optimizer(config.optimizer, model_cfg, config.train_steps,
+                                                 diagnostics.optimizer_config(config))
 
   builder = pipeline.prepare(config)
   data_iter = iter(pipeline.train_dataset(config, builder))
@@ -153,8 +157,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     train_fn = compile_train_step(train_fn, state, config, batch_sharding)
   writer = MetricsWriter(workdir, start, enabled=is_main)
   n_params = sum(math.prod(x.shape) for x in jax.tree.leaves(state.params))
-  logging.info("Model %s: %.2fM params; mesh %s", config.model.preset, n_params / 1e6,
-               dict(mesh.shape))
+  logging.info("Model %s: %.2fM params; mesh %s over %d process(es)", config.model.preset,
+               n_params / 1e6, dict(mesh.shape), jax.process_count())
 
   def evaluate() -> float:
     return float(np.mean([float(eval_fn(state.params, b)) for b in eval_data]))
@@ -177,14 +181,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     row["tokens_per_sec"] = tokens_per_step * (step - clock_step) / max(now - clock, 1e-9)
     row["lr"] = float(schedule(step - 1))
     bar.update(step - bar.n)
-    bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{row['tokens_per_sec']:.0f}")
+    steps_per_sec = bar.format_dict["rate"]  # tqdm's smoothed rate (per-step fetches jitter).
+    bar.set_postfix(loss=f"{row['loss']:.3f}",
+                    tok_s=f"{tokens_per_step * steps_per_sec:.0f}" if steps_per_sec else "-")
     if step % config.log_every == 0 or force:
+      extra_start = time.perf_counter()  # Time spent on diagnostics and eval is not training.
       if force and config.diagnostics.every and step % config.diagnostics.every == 0:
         row.update(diagnostics.compute(state, mesh))
       if step % config.eval_every == 0 or step == total:
         row["eval_loss"] = evaluate()
       writer.write(row)
-      clock, clock_step = time.perf_counter(), step
+      clock, clock_step = now + (time.perf_counter() - extra_start), step
     last_row = row
 
   try:

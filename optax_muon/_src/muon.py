@@ -19,6 +19,7 @@ from optax_muon._src import dimension_numbers as dn
 from optax_muon._src import momentum as momentum_lib
 from optax_muon._src import newton_schulz as ns_lib
 from optax_muon._src import routing
+from optax_muon._src import spectral_probe as probe_lib
 from optax_muon._src import spectral_scale as scale_lib
 from optax_muon._src import weight_decay as wd_lib
 
@@ -38,8 +39,8 @@ def muon(
     beta: jax.typing.ArrayLike = 0.95,
     nesterov: bool = True,
     momentum: str = "sum",
-    ns_schedule: coeffs_lib.Schedule = "jordan",
-    ns_steps: int | None = None,
+    ns_schedule: coeffs_lib.Schedule | dict = "jordan",
+    ns_steps: int | dict | None = None,
     normalization: str = "frobenius",
     ns_eps: float = 1e-7,
     compute_dtype: Any = None,
@@ -58,6 +59,8 @@ def muon(
     mu_dtype: Any = None,
     dimension_numbers: dn.DimensionNumbersSpec = None,
     skip_nonfinite: bool = True,
+    mesh: Any = None,
+    diagnostics: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
   """Muon for hidden matrices, AdamW for the rest (Moonlight recipe by default).
 
@@ -67,8 +70,9 @@ def muon(
     beta: momentum ``μ``.
     nesterov: Nesterov look-ahead.
     momentum: ``"sum"`` (Moonlight), ``"ema"`` (PyTorch) or ``"ema_debiased"`` (optax).
-    ns_schedule: ``"jordan"``, ``"polar_express"``, ``"nanogpt5"``/``"dion"`` or a table.
-    ns_steps: Newton–Schulz steps (default 5). Structural: under
+    ns_schedule: ``"jordan"``, ``"polar_express"``, ``"nanogpt5"``/``"dion"`` or a table;
+      or per leaf ``{regex: schedule}`` on paths like ``layers/0/attn/q/kernel``.
+    ns_steps: Newton–Schulz steps (default 5), or per leaf ``{regex: steps}``. Structural: under
       ``optax.inject_hyperparams`` leave it unset or list it in ``static_args``.
     normalization: ``"frobenius"``, ``"spectral"``, ``"schatten4"`` or ``"aol"``.
     ns_eps: normalizer epsilon.
@@ -87,6 +91,12 @@ def muon(
     dimension_numbers: which leaves are matrices and how; default
       :func:`default_matrix_rule` (excludes embeddings, head, norms, biases).
     skip_nonfinite: skip steps with NaN/Inf gradients (counted in the state).
+    mesh: device mesh for Newton–Schulz placement (see :func:`newton_schulz`):
+      ``None`` finds it (``jax.set_mesh`` or array shardings), ``False`` leaves
+      placement to the compiler.
+    diagnostics: ``None`` (off: the chain is unchanged), an int ``every`` or a
+      :class:`optax_muon.diagnostics.DiagnosticsConfig`: record spectral
+      statistics in the state (read them with :func:`optax_muon.diagnostics.read`).
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``.
@@ -111,9 +121,13 @@ def muon(
   def matrix_chain(dims):
     return optax.chain(
         momentum_lib.muon_momentum(beta, nesterov=nesterov, form=momentum, mu_dtype=mu_dtype),
-        ns_lib.newton_schulz(ns_schedule, 5 if ns_steps is None else ns_steps, normalization=normalization, eps=ns_eps,
+        *probe_lib.before_ns(diagnostics, schedule=ns_schedule, steps=ns_steps,
+                             default_schedule="jordan", default_steps=5, dimension_numbers=dims),
+        ns_lib.newton_schulz(ns_schedule, ns_lib.with_default(ns_steps, 5),
+                             normalization=normalization, eps=ns_eps, mesh=mesh,
                              compute_dtype=compute_dtype, dimension_numbers=dims,
                              adaptive=adaptive),
+        *probe_lib.after_ns(diagnostics, convention=scale, rms=rms, dimension_numbers=dims),
         scale_lib.spectral_scale(scale, rms=rms, dimension_numbers=dims),
         optax.scale_by_learning_rate(learning_rate),
         wd_lib.decoupled_weight_decay(weight_decay, learning_rate, mode=weight_decay_mode,

@@ -29,6 +29,7 @@ from optax_muon._src import muon as muon_lib
 from optax_muon._src import newton_schulz as ns_lib
 from optax_muon._src import routing
 from optax_muon._src import spectral_decay
+from optax_muon._src import spectral_probe as probe_lib
 from optax_muon._src import spectral_scale as scale_lib
 
 __all__ = ["muon_plus_plus"]
@@ -43,8 +44,8 @@ def muon_plus_plus(
     weight_decay: jax.typing.ArrayLike = 0.0,
     beta: jax.typing.ArrayLike = 0.95,
     nesterov: bool = True,
-    ns_schedule: coeffs_lib.Schedule = "polar_express",
-    ns_steps: int | None = None,
+    ns_schedule: coeffs_lib.Schedule | dict = "polar_express",
+    ns_steps: int | dict | None = None,
     normalization: str = "frobenius",
     compute_dtype: Any = None,
     power_iterations: int | None = None,
@@ -56,6 +57,8 @@ def muon_plus_plus(
     mu_dtype: Any = None,
     dimension_numbers: dn.DimensionNumbersSpec = None,
     skip_nonfinite: bool = True,
+    mesh: Any = None,
+    diagnostics: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
   """Muon with the update's spectral norm set exactly and the weight's bounded.
 
@@ -78,6 +81,12 @@ def muon_plus_plus(
     mu_dtype: momentum dtype.
     dimension_numbers: which leaves are matrices (default rule as in ``muon``).
     skip_nonfinite: skip steps with NaN/Inf gradients.
+    mesh: device mesh for Newton–Schulz placement (see :func:`newton_schulz`):
+      ``None`` finds it (``jax.set_mesh`` or array shardings), ``False`` leaves
+      placement to the compiler.
+    diagnostics: ``None`` (off: the chain is unchanged), an int ``every`` or a
+      :class:`optax_muon.diagnostics.DiagnosticsConfig`: record spectral
+      statistics in the state (read them with :func:`optax_muon.diagnostics.read`).
 
   Examples:
     >>> import jax.numpy as jnp, optax_muon
@@ -93,8 +102,13 @@ def muon_plus_plus(
   def matrix_chain(dims):
     return optax.chain(
         momentum_lib.muon_momentum(beta, nesterov=nesterov, form="sum", mu_dtype=mu_dtype),
-        ns_lib.newton_schulz(ns_schedule, 6 if ns_steps is None else ns_steps, normalization=normalization,
+        *probe_lib.before_ns(diagnostics, schedule=ns_schedule, steps=ns_steps,
+                             default_schedule="polar_express", default_steps=6,
+                             dimension_numbers=dims),
+        ns_lib.newton_schulz(ns_schedule, ns_lib.with_default(ns_steps, 6),
+                             normalization=normalization, mesh=mesh,
                              compute_dtype=compute_dtype, dimension_numbers=dims),
+        *probe_lib.after_ns(diagnostics, convention="mup", exact=True, dimension_numbers=dims),
         scale_lib.spectral_scale("mup", exact=True, power_iterations=power_iterations,
                                  dimension_numbers=dims),
         optax.scale(update_scale),

@@ -9,7 +9,9 @@ import optax
 
 from optax_muon._src import dimension_numbers as dn
 from optax_muon._src import muon as muon_lib
+from optax_muon._src import newton_schulz as ns_lib
 from optax_muon._src import routing
+from optax_muon._src import spectral_probe as probe_lib
 from optax_muon._src import row_norm
 from optax_muon._src import weight_decay as wd_lib
 
@@ -23,7 +25,7 @@ def muown(
     beta: jax.typing.ArrayLike = 0.95,
     nesterov: bool = True,
     ns_schedule: Any = "jordan",
-    ns_steps: int | None = None,
+    ns_steps: int | dict | None = None,
     normalization: str = "frobenius",
     compute_dtype: Any = None,
     rms: jax.typing.ArrayLike = 0.2,
@@ -38,6 +40,8 @@ def muown(
     mu_dtype: Any = None,
     dimension_numbers: dn.DimensionNumbersSpec = None,
     skip_nonfinite: bool = True,
+    mesh: Any = None,
+    diagnostics: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
   """Muown: row-norm (ℓ∞ over output neurons) control on top of Muon.
 
@@ -58,6 +62,12 @@ def muown(
     mu_dtype: momentum dtype.
     dimension_numbers: which leaves are matrices (default rule as in ``muon``).
     skip_nonfinite: skip steps with NaN/Inf gradients.
+    mesh: device mesh for Newton–Schulz placement (see :func:`newton_schulz`):
+      ``None`` finds it (``jax.set_mesh`` or array shardings), ``False`` leaves
+      placement to the compiler.
+    diagnostics: ``None`` (off: the chain is unchanged), an int ``every`` or a
+      :class:`optax_muon.diagnostics.DiagnosticsConfig`: record spectral
+      statistics in the state (read them with :func:`optax_muon.diagnostics.read`).
 
   Examples:
     >>> import jax, jax.numpy as jnp, optax_muon
@@ -76,11 +86,12 @@ def muown(
     direction = row_norm.default_direction(
         learning_rate, beta=beta, nesterov=nesterov, rms=rms, mu_dtype=mu_dtype,
         dimension_numbers=dims, schedule=ns_schedule,
-        steps=5 if ns_steps is None else ns_steps, normalization=normalization,
-        compute_dtype=compute_dtype)
+        steps=ns_lib.with_default(ns_steps, 5), normalization=normalization, mesh=mesh,
+        compute_dtype=compute_dtype, diagnostics=diagnostics)
     mag = row_norm.default_magnitude(learning_rate, magnitude, b1=magnitude_b1,
                                      b2=magnitude_b2, eps=adam_eps)
     return optax.chain(
+        *probe_lib.weight_probe(diagnostics, dimension_numbers=dims),
         row_norm.row_norm_ell_inf(direction, mag, dimension_numbers=dims),
         wd_lib.decoupled_weight_decay(weight_decay, learning_rate))
 

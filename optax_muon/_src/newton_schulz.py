@@ -26,7 +26,9 @@ References:
 from __future__ import annotations
 
 import collections
-from typing import Any, Literal, NamedTuple
+import functools
+import re
+from typing import Any, Literal, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -35,6 +37,7 @@ import optax
 
 from optax_muon._src import coefficients as coeffs_lib
 from optax_muon._src import dimension_numbers as dn
+from optax_muon._src import distributed
 
 __all__ = ["NORMALIZATIONS", "orthogonalize", "orthogonalize_matrices", "newton_schulz"]
 
@@ -201,40 +204,98 @@ def orthogonalize(
   return dn.from_matrices(y, layout)
 
 
+def _oriented(leaf: jax.Array, layout: dn.MatrixLayout) -> jax.Array:
+  """``[B, short, long]``: the matrices of ``leaf``, tall ones transposed."""
+  m = dn.to_matrices(leaf, layout)
+  return jnp.swapaxes(m, 1, 2) if layout.fan_in > layout.fan_out else m
+
+
+def _unoriented(m: jax.Array, layout: dn.MatrixLayout) -> jax.Array:
+  m = jnp.swapaxes(m, 1, 2) if layout.fan_in > layout.fan_out else m
+  return dn.from_matrices(m, layout)
+
+
+class LeafConfig(NamedTuple):
+  """The Newton–Schulz coefficients one leaf uses (hashable: a bucket key)."""
+  table: tuple[tuple[float, float, float], ...]
+  input_scale: float
+
+
 def orthogonalize_tree_leaves(
     entries: list[tuple[str, jax.Array, dn.MatrixLayout | None]],
-    table: np.ndarray,
+    configs: list[LeafConfig | None],
     *,
     normalization: Normalization,
-    input_scale: float,
     eps: float,
     compute_dtype: Any,
     group: bool = True,
+    small_matrix_size: int = 0,
+    mesh: Any = None,
 ) -> list[jax.Array]:
   """Orthogonalizes the matrix leaves of a flattened tree, others unchanged.
 
-  With ``group=True`` same-shaped matrices (after reshaping to
-  ``[B, fan_in, fan_out]``) are concatenated and orthogonalized in one batched
-  call: fewer, larger kernels and a much smaller compiled program.
+  Matrices are first oriented short side first (``[B, short, long]``), so a
+  ``[d, 4d]`` and a ``[4d, d]`` kernel share a bucket. With ``group=True``
+  same-shaped matrices with the same coefficients are concatenated and
+  orthogonalized in one batched call; matrices whose sides are both at most
+  ``small_matrix_size`` are zero-padded to the largest such shape and share one
+  call too (exact: zero rows and columns stay zero and leave the other singular
+  values alone). With a ``mesh`` (see :mod:`distributed`) each bucket is
+  spread over the devices, whole matrices per device.
   """
   out: list[Any] = [leaf for _, leaf, _ in entries]
   buckets: dict[Any, list[int]] = collections.defaultdict(list)
   for i, (_, leaf, layout) in enumerate(entries):
-    if layout is not None:
-      key = (layout.fan_in, layout.fan_out, jnp.dtype(leaf.dtype)) if group else i
-      buckets[key].append(i)
+    if layout is None:
+      continue
+    short, long = sorted((layout.fan_in, layout.fan_out))
+    shape = ("small",) if long <= small_matrix_size else (short, long)
+    key = (shape, jnp.dtype(leaf.dtype), configs[i]) if group else (i,)
+    buckets[key].append(i)
   for idx in buckets.values():
-    stacks = [dn.to_matrices(entries[i][1], entries[i][2]) for i in idx]
-    sizes = [s.shape[0] for s in stacks]
+    cfg = configs[idx[0]]
+    stacks = [_oriented(entries[i][1], entries[i][2]) for i in idx]
+    rows = max(s.shape[1] for s in stacks)
+    cols = max(s.shape[2] for s in stacks)
+    stacks = [s if s.shape[1:] == (rows, cols) else
+              jnp.pad(s, ((0, 0), (0, rows - s.shape[1]), (0, cols - s.shape[2])))
+              for s in stacks]
     stack = stacks[0] if len(stacks) == 1 else jnp.concatenate(stacks, axis=0)
-    ortho = orthogonalize_matrices(
-        stack, table, normalization=normalization, input_scale=input_scale,
-        eps=eps, compute_dtype=compute_dtype)
-    offsets = np.cumsum([0] + sizes)
-    for i, lo, hi in zip(idx, offsets[:-1], offsets[1:]):
+    kernel = functools.partial(
+        orthogonalize_matrices, table=np.asarray(cfg.table), normalization=normalization,
+        input_scale=cfg.input_scale, eps=eps, compute_dtype=compute_dtype)
+    ortho = distributed.map_matrices(kernel, stack, mesh)
+    lo = 0
+    for i in idx:
+      layout = entries[i][2]
+      hi = lo + layout.batch
+      short, long = sorted((layout.fan_in, layout.fan_out))
       part = ortho if len(idx) == 1 else ortho[lo:hi]
-      out[i] = dn.from_matrices(part, entries[i][2])
+      if part.shape[1:] != (short, long):
+        part = part[:, :short, :long]
+      out[i] = _unoriented(part, layout)
+      lo = hi
   return out
+
+
+def _per_leaf(spec: Any, path: str) -> Any:
+  """A per-leaf option: a plain value, or ``{regex: value}`` (first ``re.search`` wins)."""
+  if not isinstance(spec, Mapping):
+    return spec
+  for pattern, value in spec.items():
+    if re.search(pattern, path):
+      return value
+  raise ValueError(f"{path}: no pattern of {list(spec)} matches this parameter; "
+                   "add a catch-all entry such as {'': default}.")
+
+
+def with_default(spec: Any, default: Any) -> Any:
+  """``spec`` with ``default`` for unset values and for unmatched leaves of a mapping."""
+  if spec is None:
+    return default
+  if isinstance(spec, Mapping) and "" not in spec:
+    return {**spec, "": default}
+  return spec
 
 
 class NewtonSchulzState(NamedTuple):
@@ -242,8 +303,8 @@ class NewtonSchulzState(NamedTuple):
 
 
 def newton_schulz(
-    schedule: coeffs_lib.Schedule = "jordan",
-    steps: int = 5,
+    schedule: coeffs_lib.Schedule | Mapping[str, coeffs_lib.Schedule] = "jordan",
+    steps: int | Mapping[str, int] = 5,
     *,
     normalization: Normalization = "frobenius",
     eps: float = 1e-7,
@@ -251,13 +312,23 @@ def newton_schulz(
     dimension_numbers: dn.DimensionNumbersSpec = None,
     lower_bound: float = 1e-3,
     group_same_shapes: bool = True,
+    small_matrix_size: int = 0,
+    mesh: Any = None,
     adaptive: bool = False,
 ) -> optax.GradientTransformation:
   """Replaces every matrix update by its Newton–Schulz orthogonalization.
 
+  On a device mesh, same-shaped matrices are grouped and each device
+  orthogonalizes whole matrices of its share of the group (no collective inside
+  the iteration, no device repeating another's work); updates come back in the
+  parameters' sharding. The mesh is found automatically (``jax.set_mesh``, or
+  arrays with Explicit-axis or concrete shardings); see ``mesh``.
+
   Args:
-    schedule: coefficient schedule name or table (see :func:`ns_coefficients`).
-    steps: Newton–Schulz steps (>= 1).
+    schedule: coefficient schedule name or table (see :func:`ns_coefficients`),
+      or per leaf ``{regex: schedule}`` matched against paths like
+      ``layers/0/mlp/up/kernel`` (first match wins; ``""`` matches all).
+    steps: Newton–Schulz steps (>= 1), or per leaf ``{regex: steps}``.
     normalization: first-step normalization, one of ``NORMALIZATIONS``.
     eps: normalizer epsilon.
     compute_dtype: dtype of the iteration (``jnp.bfloat16`` halves its cost on
@@ -267,6 +338,12 @@ def newton_schulz(
       last two axes. Leaves mapped to ``None`` pass through unchanged.
     lower_bound: Polar Express only.
     group_same_shapes: orthogonalize same-shaped matrices in one batched call.
+    small_matrix_size: matrices with both sides at most this size are
+      zero-padded to one shape and orthogonalized in one batched call (exact;
+      0 = off). Many small matrices then cost one kernel, not one each.
+    mesh: ``None`` finds the mesh as above; a ``jax.sharding.Mesh`` to use that
+      one (needed for an Auto-axis mesh under ``jax.jit`` without
+      ``jax.set_mesh``); ``False`` to leave placement to the compiler.
     adaptive: multiply each output ``O`` by ``⟨X, O⟩`` (the dual norm of the
       input, Bernstein & Newhouse 2024; optax's ``adaptive=True``).
 
@@ -280,10 +357,26 @@ def newton_schulz(
     >>> u, _ = tx.update({"w": jnp.ones((4, 8))}, tx.init(None))
     >>> u["w"].shape
     (4, 8)
+    >>> tx = newton_schulz(steps={"mlp": 4, "": 5})  # per-leaf steps by path
   """
   _check_normalization(normalization)
-  table = coeffs_lib.ns_coefficients(schedule, steps, lower_bound=lower_bound)
-  input_scale = coeffs_lib.schedule_input_scale(schedule)
+
+  @functools.cache
+  def leaf_config(leaf_schedule, leaf_steps) -> LeafConfig:
+    table = coeffs_lib.ns_coefficients(leaf_schedule, leaf_steps, lower_bound=lower_bound)
+    return LeafConfig(tuple(tuple(float(c) for c in row) for row in table),
+                      coeffs_lib.schedule_input_scale(leaf_schedule))
+
+  def config_for(path: str) -> LeafConfig:
+    leaf_schedule = _per_leaf(schedule, path)
+    if not isinstance(leaf_schedule, str):  # a table: hashable for the cache
+      leaf_schedule = tuple(map(tuple, np.atleast_2d(np.asarray(leaf_schedule, float))))
+    return leaf_config(leaf_schedule, _per_leaf(steps, path))
+
+  # Fail at construction on bad names, steps or tables, not at the first update.
+  for s in (schedule.values() if isinstance(schedule, Mapping) else [schedule]):
+    for k in (steps.values() if isinstance(steps, Mapping) else [steps]):
+      coeffs_lib.ns_coefficients(s, k, lower_bound=lower_bound)
 
   def init_fn(params):
     del params
@@ -292,9 +385,25 @@ def newton_schulz(
   def update_fn(updates, state, params=None):
     del params
     treedef, entries = dn.matrix_leaves(dimension_numbers, updates)
-    leaves = orthogonalize_tree_leaves(
-        entries, table, normalization=normalization, input_scale=input_scale,
-        eps=eps, compute_dtype=compute_dtype, group=group_same_shapes)
+    matrices = [(i, x) for i, (_, x, lay) in enumerate(entries) if lay is not None]
+    configs = [None if lay is None else config_for(path) for path, _, lay in entries]
+    where = distributed.find_mesh([x for _, x in matrices], mesh)
+
+    def run(xs):
+      sub = list(entries)
+      for (i, _), x in zip(matrices, xs):
+        sub[i] = (entries[i][0], x, entries[i][2])
+      done = orthogonalize_tree_leaves(
+          sub, configs, normalization=normalization, eps=eps, compute_dtype=compute_dtype,
+          group=group_same_shapes, small_matrix_size=small_matrix_size, mesh=where)
+      return [done[i] for i, _ in matrices]
+
+    shardings = ([jax.typeof(x).sharding for _, x in matrices]
+                 if where is not None and distributed.is_explicit(where) else None)
+    ortho = distributed.auto_region(run, where, shardings)([x for _, x in matrices])
+    leaves = [x for _, x, _ in entries]
+    for (i, _), o in zip(matrices, ortho):
+      leaves[i] = o
     if adaptive:
       leaves = [o if lay is None else jnp.sum(x * o) * o
                 for (_, x, lay), o in zip(entries, leaves)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-__all__ = ["init_right_vectors", "top_singular_triplet"]
+__all__ = ["grouped_by_shape", "init_right_vectors", "top_singular_triplet"]
 
 
 def init_right_vectors(batch: int, fan_out: int, dtype=jnp.float32) -> jax.Array:
@@ -36,3 +36,29 @@ def top_singular_triplet(m: jax.Array, v: jax.Array, iters: int = 1):
   sigma = jnp.linalg.norm(mv, axis=-1)
   u = mv / (sigma[:, None] + tiny)
   return sigma, u, v
+
+
+def grouped_by_shape(fn, *columns: list[jax.Array]) -> list[tuple[jax.Array, ...]]:
+  """``fn`` on concatenations of same-shaped stacks, results split back per item.
+
+  ``columns`` are equal-length lists of arrays with a leading batch axis (item
+  ``i`` is ``columns[0][i], columns[1][i], ...``); items whose arrays agree in
+  shape past that axis and in dtype share one call. ``fn`` returns a tuple of
+  arrays with the same leading batch axis. Twelve layers of the same shape then
+  compile to one batched power iteration, not twelve.
+  """
+  groups: dict[tuple, list[int]] = {}
+  for i, item in enumerate(zip(*columns)):
+    key = tuple((x.shape[1:], x.dtype) for x in item)
+    groups.setdefault(key, []).append(i)
+  out: list[tuple[jax.Array, ...] | None] = [None] * len(columns[0])
+  for idx in groups.values():
+    stacked = [col[idx[0]] if len(idx) == 1 else jnp.concatenate([col[i] for i in idx])
+               for col in columns]
+    results = fn(*stacked)
+    lo = 0
+    for i in idx:
+      hi = lo + columns[0][i].shape[0]
+      out[i] = tuple(r if len(idx) == 1 else r[lo:hi] for r in results)
+      lo = hi
+  return out

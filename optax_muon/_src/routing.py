@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import optax
 
 from optax_muon._src import dimension_numbers as dn
+from optax_muon._src import distributed
 from optax_muon._src import labels as labels_lib
 from optax_muon._src import nonfinite
 from optax_muon._src import partition as partition_lib
@@ -69,6 +70,14 @@ def hybrid(
     return build(params).init(params)
 
   def update_fn(updates, state, params=None, **extra):
-    return build(updates).update(updates, state, params, **extra)
+    run = lambda u, s, p: build(u).update(u, s, p, **extra)
+    mesh = distributed.explicit_mesh(jax.tree.leaves(updates))
+    if mesh is not None:
+      # Sharding-in-types meshes: run the update with Auto axes (the power
+      # iterations and row norms contract sharded axes), and hand back updates
+      # and state in the shardings they came in.
+      types = lambda t: jax.tree.map(lambda x: jax.typeof(x).sharding, t)
+      run = jax.sharding.auto_axes(run, out_sharding=(types(updates), types(state)))
+    return run(updates, state, params)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)

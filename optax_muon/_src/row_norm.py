@@ -34,6 +34,7 @@ import optax
 from optax_muon._src import dimension_numbers as dn
 from optax_muon._src import momentum as momentum_lib
 from optax_muon._src import newton_schulz as ns_lib
+from optax_muon._src import spectral_probe as probe_lib
 from optax_muon._src import spectral_scale as scale_lib
 
 __all__ = ["row_norm_ell_inf", "RowNormState", "neuron_norms", "default_direction", "default_magnitude"]
@@ -61,14 +62,23 @@ def _safe(x):
 def default_direction(learning_rate: optax.ScalarOrSchedule, *, beta=0.95, nesterov=True,
                       rms=0.2, mu_dtype=None,
                       dimension_numbers: dn.DimensionNumbersSpec = None,
+                      diagnostics: Any = None,
                       **ns_kwargs) -> optax.GradientTransformation:
   """Muon on the direction: sum-form momentum, Newton–Schulz, ``moonlight`` scale.
 
   ``ns_kwargs`` go to :func:`newton_schulz` (schedule, steps, normalization, ...).
+  ``diagnostics`` (``None`` = off) records the direction's NS-input spectrum and
+  update statistics (see :mod:`optax_muon.diagnostics`).
   """
   return optax.chain(
       momentum_lib.muon_momentum(beta, nesterov=nesterov, form="sum", mu_dtype=mu_dtype),
+      *probe_lib.before_ns(diagnostics, schedule=ns_kwargs.get("schedule", "jordan"),
+                           steps=ns_kwargs.get("steps", 5), default_schedule="jordan",
+                           default_steps=5, dimension_numbers=dimension_numbers,
+                           weights=False),
       ns_lib.newton_schulz(dimension_numbers=dimension_numbers, **ns_kwargs),
+      *probe_lib.after_ns(diagnostics, convention="moonlight", rms=rms,
+                          dimension_numbers=dimension_numbers),
       scale_lib.spectral_scale("moonlight", rms=rms, dimension_numbers=dimension_numbers),
       optax.scale_by_learning_rate(learning_rate))
 

@@ -77,25 +77,31 @@ def spectral_weight_decay(
     ws = treedef.flatten_up_to(params)
     vecs = treedef.flatten_up_to(state.right_vectors)
     lr = learning_rate(state.count) if callable(learning_rate) else learning_rate
-    out, new_vecs = [], []
-    for (_, d, lay), w, v in zip(entries, ws, vecs):
-      if lay is None:
-        out.append(d)
-        new_vecs.append(None)
-        continue
-      wm = dn.to_matrices(w, lay).astype(jnp.float32)
+    out = [d for _, d, _ in entries]
+    new_vecs = [None] * len(entries)
+    matrices = [i for i, (_, _, lay) in enumerate(entries) if lay is not None]
+    wms = [dn.to_matrices(ws[i], entries[i][2]).astype(jnp.float32) for i in matrices]
+    if adaptive:
+      def top_of_proposed(wm, d, v):
+        sigma, u_vec, v = pi.top_singular_triplet(wm + d, v, power_iterations)
+        return sigma, v, jnp.einsum("bp,bpq,bq->b", u_vec, wm, v)  # uᵀWv
+
+      proposed = pi.grouped_by_shape(
+          top_of_proposed, wms,
+          [dn.to_matrices(entries[i][1], entries[i][2]).astype(jnp.float32) for i in matrices],
+          [vecs[i] for i in matrices])
+    for k, i in enumerate(matrices):
+      _, d, lay = entries[i]
       if adaptive:
+        sigma, new_vecs[i], along = proposed[k]
         radius = weight_radius * math.sqrt(lay.fan_out / lay.fan_in)
-        proposed = wm + dn.to_matrices(d, lay).astype(jnp.float32)
-        sigma, u_vec, v = pi.top_singular_triplet(proposed, v, power_iterations)
-        along = jnp.einsum("bp,bpq,bq->b", u_vec, wm, v)  # uᵀWv
         kappa = jnp.clip((sigma - radius) / jnp.maximum(along, 1e-30), 0.0, 1.0)
         kappa = jnp.where(sigma > radius, kappa, 0.0)
       else:
+        new_vecs[i] = vecs[i]
         kappa = jnp.broadcast_to(lr * weight_decay, (lay.batch,))
-      decay = dn.from_matrices(wm * kappa[:, None, None], lay)
-      out.append((d - decay).astype(d.dtype))
-      new_vecs.append(v)
+      decay = dn.from_matrices(wms[k] * kappa[:, None, None], lay)
+      out[i] = (d - decay).astype(d.dtype)
     return treedef.unflatten(out), SpectralDecayState(
         optax.safe_increment(state.count), treedef.unflatten(new_vecs))
 

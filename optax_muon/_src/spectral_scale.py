@@ -94,24 +94,24 @@ def spectral_scale(
   def update_fn(updates, state, params=None):
     del params
     treedef, entries = dn.matrix_leaves(dimension_numbers, updates)
-    vecs = (treedef.flatten_up_to(state.right_vectors) if exact
-            else [None] * len(entries))
-    out, new_vecs = [], []
-    for (_, u, lay), v in zip(entries, vecs):
-      if lay is None:
-        out.append(u)
-        new_vecs.append(None)
-        continue
+    out = [u for _, u, _ in entries]
+    new_vecs = [None] * len(entries)
+    matrices = [i for i, (_, _, lay) in enumerate(entries) if lay is not None]
+    if exact:
+      vecs = treedef.flatten_up_to(state.right_vectors)
+      mats = [dn.to_matrices(entries[i][1], entries[i][2]) for i in matrices]
+      triplets = pi.grouped_by_shape(
+          lambda m, v: pi.top_singular_triplet(m, v, power_iterations),
+          mats, [vecs[i] for i in matrices])
+    for k, i in enumerate(matrices):
+      _, u, lay = entries[i]
       factor = scale_factor(convention, lay.fan_in, lay.fan_out, rms)
       if exact:
-        mats = dn.to_matrices(u, lay)
-        sigma, _, v = pi.top_singular_triplet(mats, v, power_iterations)
+        sigma, _, new_vecs[i] = triplets[k]
         inv = jnp.where(sigma > 0, 1.0 / jnp.where(sigma > 0, sigma, 1.0), 0.0)
-        u = dn.from_matrices(mats * (factor * inv)[:, None, None].astype(u.dtype), lay)
+        out[i] = dn.from_matrices(mats[k] * (factor * inv)[:, None, None].astype(u.dtype), lay)
       else:
-        u = (u * factor).astype(u.dtype)
-      out.append(u)
-      new_vecs.append(v)
+        out[i] = (u * factor).astype(u.dtype)
     new_state = SpectralScaleState(
         right_vectors=treedef.unflatten(new_vecs) if exact else None)
     return treedef.unflatten(out), new_state
