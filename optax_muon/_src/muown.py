@@ -85,7 +85,7 @@ def muown(
   def matrix_chain(dims):
     direction = row_norm.default_direction(
         learning_rate, beta=beta, nesterov=nesterov, rms=rms, mu_dtype=mu_dtype,
-        dimension_numbers=dims, schedule=ns_schedule,
+        dimension_numbers=dims, schedule=ns_lib.with_default(ns_schedule, "jordan"),
         steps=ns_lib.with_default(ns_steps, 5), normalization=normalization, mesh=mesh,
         compute_dtype=compute_dtype, diagnostics=diagnostics)
     mag = row_norm.default_magnitude(learning_rate, magnitude, b1=magnitude_b1,
