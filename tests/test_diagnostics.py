@@ -11,6 +11,7 @@ import optax
 import pytest
 
 import optax_muon
+from optax_muon._src import routing
 from optax_muon import diagnostics as omd
 
 
@@ -190,6 +191,19 @@ def test_diagnostics_off_gives_identical_hlo():
 
   base = hlo(optax_muon.muon(1e-3))
   assert hlo(optax_muon.muon(1e-3, diagnostics=None)) == base
+
+  # The same recipe assembled by hand from the public transforms, with no
+  # diagnostics code anywhere: the alias must compile to exactly this.
+  def matrix_chain(dims):
+    return optax.chain(
+        optax_muon.muon_momentum(0.95, nesterov=True, form="sum"),
+        optax_muon.newton_schulz("jordan", 5, dimension_numbers=dims),
+        optax_muon.spectral_scale("moonlight", rms=0.2, dimension_numbers=dims),
+        optax.scale_by_learning_rate(1e-3),
+        optax_muon.decoupled_weight_decay(0.1, 1e-3))
+
+  adam = optax.adamw(1e-3, b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.1)
+  assert hlo(routing.hybrid(matrix_chain, adam, None)) == base
   assert hlo(optax_muon.muown(1e-3, diagnostics=None)) == hlo(optax_muon.muown(1e-3))
   for op in ("svd", "eigh", "gesdd", "syevd"):
     assert op not in base.lower()
