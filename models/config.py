@@ -19,6 +19,7 @@ class ModelConfig:
   max_len: int = 128
   qk_norm: bool = True
   scan_layers: bool = False
+  remat: bool = False  # Recompute each block's activations in the backward pass (saves memory).
   tie_embeddings: bool = False
   mup_init: bool = False
   dtype: Any = jnp.float32
@@ -46,9 +47,9 @@ PRESETS: dict[str, ModelConfig] = {
     "base": ModelConfig(d_model=768, n_layers=12, n_heads=12, n_kv_heads=4, d_ff=2048,
                         max_len=1024, scan_layers=True),
     "medium": ModelConfig(d_model=1024, n_layers=24, n_heads=16, n_kv_heads=8, d_ff=2816,
-                          max_len=2048, scan_layers=True),
+                          max_len=2048, scan_layers=True, remat=True),
     "1b": ModelConfig(d_model=2048, n_layers=22, n_heads=16, n_kv_heads=8, d_ff=5632,
-                      max_len=2048, scan_layers=True, dtype=jnp.bfloat16),
+                      max_len=2048, scan_layers=True, remat=True, dtype=jnp.bfloat16),
 }
 
 

@@ -3,7 +3,8 @@
 Pre-norm blocks of grouped-query attention (RoPE, optional QK-norm) and a SwiGLU MLP. Every
 projection is a 2-D kernel `[fan_in, fan_out]` (`[L, fan_in, fan_out]` with `scan_layers`) carrying
 logical axis names for `models.sharding.LOGICAL_RULES`. The forward pass also returns, per layer,
-the max pre-softmax attention logit of each query head (for QK-clip and monitoring).
+the max pre-softmax attention logit of each query head (for QK-clip and monitoring). With
+`remat`, each block's activations are recomputed in the backward pass instead of stored.
 """
 
 import math
@@ -127,6 +128,11 @@ def _stacked_blocks(cfg: ModelConfig, rngs: nnx.Rngs) -> Block:
   return create(rngs)
 
 
+def _apply_block(block: Block, x_BxLxD: Array, rope: Rope) -> tuple[Array, Array]:
+  """`block(x, rope)`; wrapped in `nnx.remat` when `cfg.remat` (activations recomputed)."""
+  return block(x_BxLxD, rope)
+
+
 def layer_name(i: int) -> str:
   """The key of layer `i` in `aux["max_logits"]` (and in QK-clip specs)."""
   return f"layers_{i}"
@@ -161,17 +167,18 @@ class Transformer(nnx.Module):
     cfg = self.cfg
     rope = rope_tables(tokens_BxL.shape[1], cfg.head_dim, cfg.rope_base)
     x_BxLxD = self.embed(tokens_BxL)
+    apply = nnx.remat(_apply_block) if cfg.remat else _apply_block
     if cfg.scan_layers:
       @nnx.scan(in_axes=(nnx.Carry, 0), out_axes=(nnx.Carry, 0))
       def run(x_BxLxD: Array, block: Block) -> tuple[Array, Array]:
-        return block(x_BxLxD, rope)
+        return apply(block, x_BxLxD, rope)
 
       x_BxLxD, max_logits_NxH = run(x_BxLxD, self.layers)
       max_logits = {layer_name(i): max_logits_NxH[i] for i in range(cfg.n_layers)}
     else:
       max_logits = {}
       for i, block in enumerate(self.layers):
-        x_BxLxD, max_logits[layer_name(i)] = block(x_BxLxD, rope)
+        x_BxLxD, max_logits[layer_name(i)] = apply(block, x_BxLxD, rope)
     x_BxLxD = self.final_norm(x_BxLxD)
     if cfg.tie_embeddings:
       logits_BxLxV = self.embed.attend(x_BxLxD)

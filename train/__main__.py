@@ -1,6 +1,7 @@
 """Entry point: `python -m train --workdir DIR [--config.field=value ...]`."""
 
 import logging as std_logging
+import os
 
 from absl import app
 from absl import flags
@@ -11,7 +12,8 @@ from train import trainer
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and plots.",
                                required=True)
-_CONFIG = config_flags.DEFINE_config_file("config", default="train/configs/default.py",
+_DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "default.py")
+_CONFIG = config_flags.DEFINE_config_file("config", default=_DEFAULT_CONFIG,
                                           help_string="Training config file.")
 
 

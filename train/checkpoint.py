@@ -17,8 +17,9 @@ class Checkpointer:
   """Saves/restores `{"state": TrainState, "data": grain iterator}` under `directory`."""
 
   def __init__(self, directory: str, max_to_keep: int = 3):
+    local = "://" not in directory  # Remote (gs://...) paths are used as they are.
     self.manager = ocp.CheckpointManager(
-        os.path.abspath(directory),
+        os.path.abspath(directory) if local else directory,
         options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
         item_names=("state", "data"))
 

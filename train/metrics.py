@@ -1,9 +1,13 @@
-"""Metrics: one JSON object per line in `metrics.jsonl`, and a loss-curve PNG."""
+"""Metrics: one JSON object per line in `metrics.jsonl`, and a loss-curve PNG.
+
+Paths may be local or remote (`gs://...`, through `etils.epath`); remote files cannot be appended
+to, so there the whole file is rewritten on each write.
+"""
 
 import json
-import os
 
 import matplotlib
+from etils import epath
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
@@ -13,22 +17,30 @@ class MetricsWriter:
   """Appends rows to `workdir/metrics.jsonl`; on resume drops rows past the restored step."""
 
   def __init__(self, workdir: str, start_step: int, enabled: bool = True):
-    self.path = os.path.join(workdir, "metrics.jsonl")
+    self.path = str(epath.Path(workdir) / "metrics.jsonl")
     self.enabled = enabled
-    if enabled and os.path.exists(self.path):
-      rows = [r for r in read_rows(self.path) if r["step"] <= start_step]
-      with open(self.path, "w") as f:
-        f.writelines(json.dumps(r) + "\n" for r in rows)
+    self._local = "://" not in self.path
+    self._rows = []
+    if enabled and epath.Path(self.path).exists():
+      self._rows = [r for r in read_rows(self.path) if r["step"] <= start_step]
+      self._rewrite()
+
+  def _rewrite(self) -> None:
+    epath.Path(self.path).write_text("".join(json.dumps(r) + "\n" for r in self._rows))
 
   def write(self, row: dict) -> None:
-    if self.enabled:
+    if not self.enabled:
+      return
+    self._rows.append(row)
+    if self._local:
       with open(self.path, "a") as f:
         f.write(json.dumps(row) + "\n")
+    else:
+      self._rewrite()
 
 
 def read_rows(path: str) -> list[dict]:
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  return [json.loads(line) for line in epath.Path(path).read_text().splitlines() if line.strip()]
 
 
 def plot_losses(metrics_path: str, png_path: str) -> str:
@@ -46,6 +58,7 @@ def plot_losses(metrics_path: str, png_path: str) -> str:
   ax.grid(alpha=0.3)
   ax.legend()
   fig.tight_layout()
-  fig.savefig(png_path, dpi=120)
+  with epath.Path(png_path).open("wb") as f:
+    fig.savefig(f, format="png", dpi=120)
   plt.close(fig)
   return png_path

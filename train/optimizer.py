@@ -33,27 +33,33 @@ def make_schedule(opt: ml_collections.ConfigDict, total_steps: int) -> optax.Sch
   raise ValueError(f"unknown optimizer.schedule {opt.schedule!r}; choose from {SCHEDULES}")
 
 
-def _base(name: str, lr: optax.Schedule, weight_decay: float) -> optax.GradientTransformation:
+def _base(name: str, lr: optax.Schedule, weight_decay: float,
+          diagnostics=None) -> optax.GradientTransformation:
   """The optimizer proper; Muon variants route non-matrix leaves (labels = None) to AdamW."""
   if name == "adamw":
     return optax.adamw(lr, b1=0.9, b2=0.95, weight_decay=weight_decay,
                        mask=lambda p: jax.tree.map(lambda x: x.ndim >= 2, p))
   factory = {"muon": om.muon, "muon_plus_plus": om.muon_plus_plus, "muown": om.muown}[name]
-  return factory(lr, weight_decay=weight_decay, dimension_numbers=models.dimension_numbers)
+  extra = {} if diagnostics is None else {"diagnostics": diagnostics}
+  return factory(lr, weight_decay=weight_decay, dimension_numbers=models.dimension_numbers,
+                 **extra)
 
 
 def make_optimizer(opt: ml_collections.ConfigDict, model_cfg: ModelConfig,
-                   total_steps: int) -> tuple[optax.GradientTransformationExtraArgs, bool]:
+                   total_steps: int,
+                   diagnostics=None) -> tuple[optax.GradientTransformationExtraArgs, bool]:
   """`clip -> optimizer -> (qk_clip)`, and whether the update needs `max_logits=`."""
   if opt.name not in OPTIMIZERS:
     raise ValueError(f"unknown optimizer.name {opt.name!r}; choose from {OPTIMIZERS}")
   parts = []
   if opt.grad_clip > 0:
     parts.append(optax.clip_by_global_norm(opt.grad_clip))
-  parts.append(_base(opt.name, make_schedule(opt, total_steps), opt.weight_decay))
+  parts.append(_base(opt.name, make_schedule(opt, total_steps), opt.weight_decay, diagnostics))
   use_qk_clip = opt.qk_clip > 0
   if use_qk_clip:
     if model_cfg.scan_layers:
       raise ValueError("optimizer.qk_clip needs model.scan_layers=False")
+    if model_cfg.qk_norm:  # RMSNorm of q and k would undo the clip's rescaling of W_q, W_k.
+      raise ValueError("optimizer.qk_clip has no effect with QK-norm: set model.qk_norm=False")
     parts.append(om.qk_clip(opt.qk_clip, functools.partial(models.qk_clip_specs, cfg=model_cfg)))
   return optax.chain(*parts), use_qk_clip

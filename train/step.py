@@ -9,6 +9,7 @@ import optax
 from flax import nnx
 
 from models.labels import HIDDEN_MATRICES
+from train import diagnostics
 from train.state import TrainState
 
 Batch = dict[str, jax.Array]
@@ -62,6 +63,7 @@ def train_step(state: TrainState, batch: Batch, *, graphdef: nnx.GraphDef,
       "grad_norm": optax.tree.norm(grads),
       "max_attn_logit": jnp.max(jnp.stack(list(max_logits.values()))),
       **update_rms(updates),
+      **diagnostics.logit_metrics(max_logits),
   }
   return TrainState(state.step + 1, params, opt_state), metrics
 

@@ -85,7 +85,12 @@ def test_param_shardings_cover_every_param():
   cfg = models.get_config("tiny", n_layers=2, scan_layers=True)
   state = abstract(cfg)
   params = nnx.to_pure_dict(state)
-  shardings = models.param_shardings(params, models.logical_names(state), _mesh(2, 2, 2))
+  names = models.logical_names(state)
+  for path, leaf_names in jax.tree_util.tree_leaves_with_path(
+      names, is_leaf=lambda x: isinstance(x, tuple)):
+    assert None not in leaf_names, path  # Every weight carries a logical name per axis.
+  assert set(jax.tree.leaves(names)) <= set(models.LOGICAL_RULES)
+  shardings = models.param_shardings(params, names, _mesh(2, 2, 2))
   assert jax.tree.structure(shardings) == jax.tree.structure(params)
   assert shardings["layers"]["attn"]["q"]["kernel"].spec == P(None, "fsdp", "tensor")
   assert shardings["embed"]["embedding"].spec == P("tensor", "fsdp")

@@ -1,5 +1,6 @@
 """Transformer: shapes, causality, GQA grouping, scan equivalence, max logits, init."""
 
+import dataclasses
 import math
 
 import jax
@@ -142,3 +143,30 @@ def test_presets_param_counts():
     n = sum(math.prod(x.shape) for x in jax.tree.leaves(shapes))
     assert n > 0, name
   assert 0.8e9 < n < 1.3e9  # "1b" is last.
+
+
+def _loss_and_grad(cfg: models.ModelConfig, t: jax.Array, compute: bool = True):
+  """(loss, grads) of a toy loss, and whether the grad jaxpr recomputes (remat/checkpoint)."""
+  graphdef, state = nnx.split(make(cfg))
+
+  def loss(params):
+    logits_BxLxV, _ = nnx.merge(graphdef, params)(t)
+    return jnp.mean(jax.nn.logsumexp(logits_BxLxV, -1) - logits_BxLxV[..., 0])
+
+  params = nnx.to_pure_dict(state)
+  jaxpr = str(jax.make_jaxpr(jax.grad(loss))(params))
+  value = jax.jit(jax.value_and_grad(loss))(params) if compute else None
+  return value, "remat" in jaxpr or "checkpoint" in jaxpr
+
+
+def test_remat_recomputes_with_same_loss_and_grads():
+  t = tokens()
+  cfg = models.get_config("tiny", n_layers=2, scan_layers=True)
+  (loss_a, grads_a), remat_a = _loss_and_grad(cfg, t)
+  (loss_b, grads_b), remat_b = _loss_and_grad(dataclasses.replace(cfg, remat=True), t)
+  assert (remat_a, remat_b) == (False, True)
+  np.testing.assert_allclose(loss_a, loss_b, rtol=1e-6)
+  for a, b in zip(jax.tree.leaves(grads_a), jax.tree.leaves(grads_b)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+  unscanned = models.get_config("tiny", n_layers=2, remat=True)
+  assert _loss_and_grad(unscanned, t, compute=False)[1]

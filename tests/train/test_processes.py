@@ -43,6 +43,9 @@ def test_two_processes_match_one_process(tmp_path, data_dir):
        *_train_args(str(tmp_path / "two"), data_dir, *steps)],
       cwd=REPO_ROOT, env=_env(), capture_output=True, text=True)
   assert multi.returncode == 0, multi.stderr[-3000:]
+  mesh = "mesh {'data': 4, 'fsdp': 1, 'tensor': 1} over "  # Logged by every process at start.
+  assert single.stderr.count(mesh + "1 process") == 1
+  assert multi.stderr.count(mesh + "2 process") == 2
   one, two = _rows(str(tmp_path / "one")), _rows(str(tmp_path / "two"))
   assert [r["step"] for r in two] == [1, 2, 3, 4]
   np.testing.assert_allclose([r["loss"] for r in two], [r["loss"] for r in one], rtol=1e-5)

@@ -21,8 +21,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.preset = "cpu192"
   for name, kind in (("d_model", int), ("n_layers", int), ("n_heads", int),
                      ("n_kv_heads", int), ("d_ff", int), ("max_len", int), ("qk_norm", bool),
-                     ("scan_layers", bool), ("tie_embeddings", bool), ("mup_init", bool),
-                     ("dtype", str), ("param_dtype", str)):
+                     ("scan_layers", bool), ("remat", bool), ("tie_embeddings", bool),
+                     ("mup_init", bool), ("dtype", str), ("param_dtype", str)):
     c.model[name] = placeholder(kind)
 
   c.optimizer = ml_collections.ConfigDict()
@@ -51,6 +51,10 @@ def get_config() -> ml_collections.ConfigDict:
 
   c.diagnostics = ml_collections.ConfigDict()
   c.diagnostics.every = 0  # 0 = off.
+  c.diagnostics.which = ""  # Regex of matrix paths to probe ("" = all).
+  c.diagnostics.weight_norm = "power"  # power | svd | none.
+  c.diagnostics.level = 0.5  # f level of the NS failure threshold behind frac_below.
+  c.diagnostics.method = "svd"  # svd (accurate) | gram (eigvalsh of the Gram; fast on CPU).
 
   c.distributed = ml_collections.ConfigDict()
   c.distributed.initialize = False

@@ -1,0 +1,68 @@
+"""Learning-rate schedules and the optimizer chosen by name (with or without QK-clip)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from train import optimizer as optimizer_lib
+from train import trainer
+from train.configs import tiny
+
+
+def _opt(**overrides):
+  opt = tiny.get_config().optimizer
+  opt.update({"learning_rate": 1.0, "warmup_steps": 10, "final_lr_fraction": 0.1, **overrides})
+  return opt
+
+
+def test_warmup_then_cosine():
+  lr = optimizer_lib.make_schedule(_opt(schedule="cosine"), total_steps=110)
+  np.testing.assert_allclose([lr(0), lr(5), lr(10)], [0.0, 0.5, 1.0], atol=1e-6)
+  np.testing.assert_allclose(lr(60), 0.55, atol=1e-6)  # Halfway through the cosine.
+  np.testing.assert_allclose(lr(110), 0.1, atol=1e-6)
+  assert all(lr(t) >= lr(t + 1) for t in range(10, 110))
+
+
+def test_warmup_stable_decay():
+  lr = optimizer_lib.make_schedule(_opt(schedule="wsd", decay_fraction=0.2), total_steps=110)
+  np.testing.assert_allclose([lr(5), lr(10), lr(50), lr(88)], [0.5, 1.0, 1.0, 1.0], atol=1e-6)
+  np.testing.assert_allclose([lr(99), lr(110)], [0.55, 0.1], atol=1e-6)  # Linear decay 88..110.
+
+
+def _step_q(name: str, qk_clip: float):
+  """The new q kernel after one step of optimizer `name` on a toy tree shaped like the model's."""
+  config = tiny.get_config()
+  config.model.n_layers = 1
+  config.model.qk_norm = False
+  model_cfg = trainer.model_config(config.model)
+  opt = _opt(name=name, qk_clip=qk_clip, warmup_steps=1)
+  tx, use_qk_clip = optimizer_lib.make_optimizer(opt, model_cfg, total_steps=100)
+  assert use_qk_clip == (qk_clip > 0)
+  d, hk = model_cfg.d_model, model_cfg.n_heads * model_cfg.head_dim
+  params = {"embed": {"embedding": jnp.ones((256, d))},
+            "layers": {0: {"attn": {"q": {"kernel": jnp.ones((d, hk))}}}}}
+  grads = jax.tree.map(lambda x: jnp.sin(jnp.arange(x.size, dtype=x.dtype)).reshape(x.shape),
+                       params)
+  extra = {"max_logits": {"layers_0": jnp.full((model_cfg.n_heads,), 20.0)}} if qk_clip else {}
+  state = tx.init(params)
+  for _ in range(2):  # Step 0 has lr = 0 (warmup).
+    updates, state = tx.update(grads, state, params, **extra)
+  assert jax.tree.structure(updates) == jax.tree.structure(params)
+  assert all(bool(jnp.isfinite(u).all()) for u in jax.tree.leaves(updates))
+  q = params["layers"][0]["attn"]["q"]["kernel"]
+  return q + updates["layers"][0]["attn"]["q"]["kernel"]
+
+
+@pytest.mark.parametrize("name", optimizer_lib.OPTIMIZERS)
+def test_optimizer_by_name_with_and_without_qk_clip(name):
+  q = _step_q(name, qk_clip=0.0)
+  assert not np.allclose(q, 1.0)  # It stepped.
+  # Every head's max logit (20) is 4x over τ=5: with shared (GQA) keys the query heads take γ=1/4.
+  np.testing.assert_allclose(_step_q(name, qk_clip=5.0), 0.25 * q, rtol=1e-5, atol=1e-6)
+
+
+def test_unknown_optimizer_name():
+  with pytest.raises(ValueError, match="unknown optimizer.name 'sgd'"):
+    optimizer_lib.make_optimizer(_opt(name="sgd"), trainer.model_config(tiny.get_config().model),
+                                 total_steps=10)
