@@ -114,6 +114,39 @@ def fsdp_spec(shape: tuple[int, ...]) -> P:
   return P(*[("fsdp" if ax == best else None) for ax in range(len(shape))])
 
 
+def newton_schulz_balance(grads) -> dict:
+  """Newton–Schulz alone on the mesh: per-device flops and collectives per extra step.
+
+  Compiled twice (5 and 6 Jordan steps) with whole matrices per device and with
+  placement left to the compiler (``mesh=False``); the difference in collective
+  ops between the two step counts is the number of collectives inside each
+  iteration.
+  """
+  dims = optax_muon.resolve_dimension_numbers(None, grads, optax_muon.default_matrix_rule)
+  spec = jax.tree.unflatten(jax.tree.structure(grads), dims)
+
+  def compiled(mesh_arg, tree, steps=5):
+    tx = optax_muon.newton_schulz("jordan", steps, dimension_numbers=spec, mesh=mesh_arg)
+    return jax.jit(lambda g: tx.update(g, ())[0]).lower(tree).compile()
+
+  def collectives(c):
+    text = c.as_text()
+    return sum(text.count(f" {op}(") + text.count(f" {op}-start(") for op in
+               ("all-gather", "all-to-all", "collective-permute", "all-reduce", "reduce-scatter"))
+
+  replicated = jax.tree.map(lambda g: jax.ShapeDtypeStruct(g.shape, g.dtype), grads)
+  total = compiled(False, replicated).cost_analysis()["flops"] / 1e9  # every device does all
+  placed, compiler = compiled(None, grads), compiled(False, grads)
+  per_device = placed.cost_analysis()["flops"] / 1e9
+  return {"total_gflop": total, "per_device_gflop": per_device,
+          "imbalance": per_device / (total / MESH_SIZE),
+          "compiler_gflop": compiler.cost_analysis()["flops"] / 1e9,
+          "placed_collectives_per_step":
+              collectives(compiled(None, grads, 6)) - collectives(placed),
+          "compiler_collectives_per_step":
+              collectives(compiled(False, grads, 6)) - collectives(compiler)}
+
+
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--small", action="store_true", help="d_model 256, d_ff 1024")
@@ -199,6 +232,7 @@ def main(argv=None):
   finite = {name: bool(all(jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(r["carry"][0])))
             for name, r in runs.items()}
 
+  ns_balance = newton_schulz_balance(grads) if args.mesh else None
   base = _common.summarize(samples["adamw"])["median_s"]
   results = {}
   for name, r in runs.items():
@@ -221,7 +255,8 @@ def main(argv=None):
 
   config = {"layers": layers, "d_model": d, "d_ff": d_ff, "vocab": args.vocab,
             "n_params": n_params, "mesh": args.mesh, "mesh_size": MESH_SIZE if args.mesh else 1,
-            "repeats": repeats, "learning_rate": LR, "benchmark_wall_s": bench_s}
+            "repeats": repeats, "learning_rate": LR, "benchmark_wall_s": bench_s,
+            "newton_schulz_balance": ns_balance}
   _common.write_json(f"{out_name}.json", {"machine": info, "command": command, "config": config,
                                           "results": results})
   headers = ["optimizer", "median step ms", "min ms", "× AdamW (median)", "× AdamW (min)",
@@ -245,6 +280,15 @@ def main(argv=None):
       "Other processes shared the CPU during the run: absolute times are load-dependent, "
       "ratios are the comparable numbers.",
   ]
+  if ns_balance:
+    notes.append(
+        f"Newton–Schulz alone (Jordan ×5 on the hidden matrices): {ns_balance['total_gflop']:.2f} "
+        f"GFLOP on one device; on the mesh {ns_balance['per_device_gflop']:.2f} GFLOP per device "
+        f"= {ns_balance['imbalance']:.3f}× the ideal total/8 (padding of groups to a multiple "
+        f"of 8); left to the compiler (`mesh=False`): {ns_balance['compiler_gflop']:.2f} per device. "
+        f"Collective ops added by one more Newton–Schulz step: "
+        f"{ns_balance['placed_collectives_per_step']} placed, "
+        f"{ns_balance['compiler_collectives_per_step']} left to the compiler.")
   title = "Optimizer update cost" + (" (8-device CPU mesh, FSDP)" if args.mesh else "")
   md = _common.md_header(title, info, command, notes) + "\n" + _common.md_table(headers, rows)
   _common.write_text(f"{out_name}.md", md)
