@@ -65,7 +65,7 @@ def state_shardings(abstract_state: Any, params: Any, param_shardings: Any) -> A
     >>> tx = optax_muon.muon(1e-3)
     >>> specs = optax_muon.state_shardings(jax.eval_shape(tx.init, params), params, shardings)
     >>> specs.inner_state.inner_states["matrix"][0].mu["w"].spec
-    PartitionSpec('fsdp', None)
+    P('fsdp', None)
   """
   by_path = {}
   for (path, x), s in zip(jax.tree_util.tree_leaves_with_path(params),
