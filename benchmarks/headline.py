@@ -1,6 +1,6 @@
 """The project's headline quality comparison: Muon vs tuned AdamW on the default model.
 
-    python benchmarks/headline.py               # 600 steps, AdamW lr {3e-3, 1e-2}, Muon lr 6e-3
+    python benchmarks/headline.py               # 600 steps, AdamW lr {1e-3, 3e-3, 1e-2}, Muon lr 6e-3
     python benchmarks/headline.py --steps 100   # a quick look
 
 The setting of the "figures to beat" (4-layer d_model 192 byte-level LM on the
@@ -61,7 +61,7 @@ def main() -> None:
   p = argparse.ArgumentParser(description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--steps", type=int, default=600)
-  p.add_argument("--adamw_lrs", default="3e-3,1e-2")
+  p.add_argument("--adamw_lrs", default="1e-3,3e-3,1e-2")
   p.add_argument("--muon_lr", type=float, default=6e-3)
   p.add_argument("--workdir", default="/tmp/optax_muon_headline")
   args = p.parse_args()
