@@ -7,7 +7,7 @@ Builds the ``models`` transformer (default: the ``cpu192`` preset of
 project's own pieces (``train.optimizer.make_optimizer``, ``train.state``,
 ``train.step``, the ``stdlib_source`` grain pipeline: nothing is downloaded),
 then reads the Muon momentum buffers ``M`` out of the optimizer state (the
-``mu`` leaves of the ``"matrix"`` partition) and saves those of the first,
+``mu`` stacks of the matrix branch) and saves those of the first,
 middle and last layer (q, k, v, o, gate, up, down kernels) to
 ``benchmarks/data/momentum_samples.npz``:
 
@@ -36,21 +36,20 @@ sys.path.insert(0, str(ROOT))
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
+import optax_muon  # noqa: E402
+
 OUT = ROOT / "benchmarks" / "data" / "momentum_samples.npz"
 KINDS = ("q", "k", "v", "o", "gate", "up", "down")
 
 
-def _names(path) -> tuple[str, ...]:
-  return tuple(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
-
-
 def momentum_buffers(opt_state) -> dict[tuple[str, ...], np.ndarray]:
-  """The ``mu`` leaves of the Muon (``"matrix"``) partition, keyed by param path."""
+  """The Muon momentum buffers (the matrix branch's ``MomentumState.mu``), keyed by param path."""
+  is_momentum = lambda x: isinstance(getattr(x, "mu", None), optax_muon.MatrixStacks)
   out = {}
-  for path, x in jax.tree_util.tree_leaves_with_path(opt_state):
-    names = _names(path)
-    if "matrix" in names and "mu" in names and x.ndim >= 2:
-      out[names[names.index("mu") + 1:]] = np.asarray(x, np.float32)
+  for m in jax.tree.leaves(opt_state, is_leaf=is_momentum):
+    if is_momentum(m):
+      for path, x in m.mu.by_path().items():
+        out[tuple(path.split("/"))] = np.asarray(x, np.float32)
   return out
 
 

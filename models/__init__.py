@@ -1,10 +1,8 @@
-"""Flax NNX decoder-only transformer, presets, sharding rules and optimizer labels."""
+"""Flax NNX decoder-only transformer, presets and sharding rules (no optimizer knowledge)."""
 
 from models.config import ModelConfig
 from models.config import PRESETS
 from models.config import get_config
-from models.labels import dimension_numbers
-from models.labels import qk_clip_specs
 from models.sharding import LOGICAL_RULES
 from models.sharding import MESH_AXES
 from models.sharding import logical_names
@@ -19,11 +17,9 @@ __all__ = [
     "ModelConfig",
     "PRESETS",
     "Transformer",
-    "dimension_numbers",
     "get_config",
     "layer_name",
     "logical_names",
     "logical_to_spec",
     "param_shardings",
-    "qk_clip_specs",
 ]

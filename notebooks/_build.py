@@ -18,12 +18,14 @@ def badge(name: str) -> str:
 
 
 INSTALL = f"""\
-# Colab: install optax_muon (with its `models` and `train` packages) from GitHub.
-# Locally, with the package installed, this does nothing (no network needed).
-import importlib.util, subprocess, sys
-if importlib.util.find_spec("optax_muon") is None:
-  subprocess.check_call([sys.executable, "-m", "pip", "install", "-q",
-                         "git+https://github.com/{ORG}/optax_muon"])"""
+# Colab: clone the repository (the library plus its `models` and `train` code) and install
+# the library with the trainer's extras. From a checkout (run.sh, CI) this does nothing.
+import importlib.util, os, subprocess, sys
+if importlib.util.find_spec("models") is None:
+  if not os.path.isdir("optax_muon"):
+    subprocess.check_call(["git", "clone", "-q", "https://github.com/{ORG}/optax_muon"])
+  subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", "-e", "optax_muon[train]"])
+  sys.path.insert(0, os.path.abspath("optax_muon"))"""
 
 SETUP = """\
 import flax
@@ -94,21 +96,21 @@ which optimizer to pick and what its learning rate means (the *scale convention*
       md("""## Model and optimizer
 
 `optax_muon.muon` applies Muon (momentum → Newton–Schulz orthogonalization → scale) to the
-hidden matrices and AdamW to everything else. Which leaves are matrices: by default every
-rank ≥ 2 leaf whose path does not name an embedding, the LM head, a norm, a bias or a scale;
-here we pass the model's own rule, `models.dimension_numbers`, which also gives the
-`(fan_in, fan_out)` axes of each kernel."""),
+hidden matrices and AdamW to everything else. Which leaves are matrices: every rank ≥ 2 leaf
+whose path does not name an embedding, the LM head, a norm or a bias
+(`optax_muon.default_matrix_rule`, which reads paths with `optax_muon.path_kind`), over its
+last two axes `(fan_in, fan_out)`."""),
       code("""\
 cfg = models.get_config("tiny", d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=192)
 model = models.Transformer(cfg, rngs=nnx.Rngs(0))
-tx = optax_muon.muon(learning_rate=6e-3, dimension_numbers=models.dimension_numbers)
+tx = optax_muon.muon(learning_rate=6e-3)
 optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
 
-labels = models.dimension_numbers(nnx.to_pure_dict(nnx.state(model, nnx.Param)))
-is_label = lambda x: x is None or isinstance(x, optax.contrib.MuonDimensionNumbers)
-for path, d in jax.tree_util.tree_leaves_with_path(labels, is_leaf=is_label):
-  name = "/".join(str(getattr(k, "key", k)) for k in path)
-  print(f"{name:32s} -> {'AdamW' if d is None else f'Muon, fan_in axis {d.reduction_axis}'}")"""),
+for path, x in jax.tree_util.tree_leaves_with_path(nnx.to_pure_dict(nnx.state(model, nnx.Param))):
+  name = optax_muon.path_to_str(path)
+  d = optax_muon.default_matrix_rule(name, x)
+  print(f"{name:32s} {optax_muon.path_kind(name):9s} -> "
+        f"{'AdamW' if d is None else f'Muon, fan_in axis {d.reduction_axis}'}")"""),
       md("## Train"),
       code(LOSS),
       code("""\
@@ -175,24 +177,21 @@ model size or the batch for a clearer picture (the benchmark's numbers are in
       code("""\
 STEPS, EVAL_EVERY, BATCH, LENGTH = 80, 20, 16, 64
 cfg = models.get_config("tiny", d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=192)
-dn = models.dimension_numbers
 
 def cosine(peak):
   return optax.warmup_cosine_decay_schedule(0.0, peak, STEPS // 10, STEPS, peak * 0.1)
 
 OPTIMIZERS = {  # learning rates from the benchmark's sweeps at this size
     "AdamW": lambda: optax.adamw(cosine(3e-2), b1=0.9, b2=0.95, weight_decay=0.1),
-    "Muon": lambda: optax_muon.muon(cosine(4.8e-2), dimension_numbers=dn),
-    "Muon++": lambda: optax_muon.muon_plus_plus(cosine(8e-2), adam_learning_rate=cosine(1.2e-2),
-                                                dimension_numbers=dn),
-    "Muown": lambda: optax_muon.muown(cosine(4.8e-2), dimension_numbers=dn),
+    "Muon": lambda: optax_muon.muon(cosine(4.8e-2)),
+    "Muon++": lambda: optax_muon.muon_plus_plus(cosine(8e-2), adam_learning_rate=cosine(1.2e-2)),
+    "Muown": lambda: optax_muon.muown(cosine(4.8e-2)),
 }
 
 def hidden_spectral_norm(model):
   norms = []
   for path, x in jax.tree_util.tree_leaves_with_path(nnx.to_pure_dict(nnx.state(model, nnx.Param))):
-    names = [str(getattr(k, "key", k)) for k in path]
-    if names[-1] == "kernel" and names[-2] in models.labels.HIDDEN_MATRICES:
+    if optax_muon.path_family(optax_muon.path_to_str(path)) in ("attn", "mlp"):
       norms.append(float(np.linalg.norm(np.asarray(x), 2)))  # host SVD: small matrices
   return max(norms)
 
@@ -281,28 +280,26 @@ def matrices(tree):
   \"\"\"{'layers/0/attn/q/kernel': array} for the hidden matrices of a param-shaped tree.\"\"\"
   out = {}
   for path, x in jax.tree_util.tree_leaves_with_path(tree):
-    names = [str(getattr(k, "key", k)) for k in path]
-    if names[-1] == "kernel" and names[-2] in models.labels.HIDDEN_MATRICES:
-      out["/".join(names)] = x
+    name = optax_muon.path_to_str(path)
+    if optax_muon.path_family(name) in ("attn", "mlp"):
+      out[name] = x
   return out
 
 def momentum_of(opt_state):
-  # The Muon momentum buffers, keyed like `matrices` (state leaves under matrix ... .mu).
+  # The Muon momentum buffers, keyed like `matrices`: inside the optimizer they are stacks
+  # of same-shaped matrices (`optax_muon.MatrixStacks`); `by_path` gives them back per parameter.
+  is_momentum = lambda x: isinstance(getattr(x, "mu", None), optax_muon.MatrixStacks)
   out = {}
-  for path, x in jax.tree_util.tree_leaves_with_path(opt_state):
-    attrs = [getattr(k, "name", None) for k in path]
-    if "mu" not in attrs or "['matrix']" not in jax.tree_util.keystr(path):
-      continue
-    rest = [k for k in path[attrs.index("mu") + 1:] if not hasattr(k, "name")]
-    out["/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in rest)] = x
+  for state in jax.tree.leaves(opt_state, is_leaf=is_momentum):
+    if is_momentum(state):
+      out.update(state.mu.by_path())
   return out
 
 runs = {}
 for d in WIDTHS:
   cfg = models.get_config("tiny", d_model=d, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=3 * d)
   model = models.Transformer(cfg, rngs=nnx.Rngs(0))
-  optimizer = nnx.Optimizer(model, optax_muon.muon(6e-3, dimension_numbers=models.dimension_numbers),
-                            wrt=nnx.Param)
+  optimizer = nnx.Optimizer(model, optax_muon.muon(6e-3), wrt=nnx.Param)
   data = batches(train_bytes, 16, 64, seed=0)
   for _ in range(STEPS):
     train_step(model, optimizer, next(data))

@@ -1,8 +1,10 @@
-"""optax_muon: Muon, Muon++ and Muown for JAX/Optax.
+"""optax_muon: Muon, Muon++, Muown and NorMuon for JAX/Optax.
 
-Composable transforms (``newton_schulz``, ``spectral_scale``, ``row_norm_ell_inf``,
-``decoupled_weight_decay``, ``qk_clip``) and the aliases built from them
-(``muon``, ``muon_plus_plus``, ``muown``).
+Composable transforms (``scale_by_muon``, ``newton_schulz``, ``spectral_scale``,
+``row_norm_ell_inf``, ``decoupled_weight_decay``, ``qk_clip``, ...), one
+per-matrix primitive (``matrix_partition``, ``per_matrix``) and the aliases
+built from them (``muon``, ``muon_plus_plus``, ``muown``, ``normuon``). The math,
+in this project's own words: ``docs/algorithms.md``.
 """
 
 from optax_muon._src.coefficients import NORMALIZATION_SCALE
@@ -12,21 +14,35 @@ from optax_muon._src.coefficients import ns_failure_threshold
 from optax_muon._src.coefficients import ns_scalar_map
 from optax_muon._src.coefficients import polar_express_coefficients
 from optax_muon._src.dimension_numbers import MuonDimensionNumbers
+from optax_muon._src.dimension_numbers import default_matrix_rule
+from optax_muon._src.dimension_numbers import path_to_str
 from optax_muon._src.dimension_numbers import resolve_dimension_numbers
-from optax_muon._src.labels import default_matrix_rule
+from optax_muon._src.matrices import Group
+from optax_muon._src.matrices import MatrixPlan
+from optax_muon._src.matrices import MatrixStacks
+from optax_muon._src.matrices import matrix_partition
+from optax_muon._src.matrices import per_matrix
+from optax_muon._src.matrices import plan_matrices
+from optax_muon._src.matrices import stacked_transform
 from optax_muon._src.momentum import MOMENTUM_FORMS
 from optax_muon._src.momentum import muon_momentum
 from optax_muon._src.muon import muon
 from optax_muon._src.muon_plus_plus import muon_plus_plus
 from optax_muon._src.muown import muown
+from optax_muon._src.neuron_norm import normalize_neurons
 from optax_muon._src.newton_schulz import NORMALIZATIONS
 from optax_muon._src.newton_schulz import newton_schulz
 from optax_muon._src.newton_schulz import orthogonalize
 from optax_muon._src.nonfinite import skip_nonfinite
+from optax_muon._src.nonfinite import skipped_steps
 from optax_muon._src.partition import partition
+from optax_muon._src.path_kinds import path_family
+from optax_muon._src.path_kinds import path_kind
+from optax_muon._src.power_iteration import top_singular_triplet
 from optax_muon._src.qk_clip import QKClipSpec
 from optax_muon._src.qk_clip import qk_clip
 from optax_muon._src.row_norm import row_norm_ell_inf
+from optax_muon._src.scale_by_muon import scale_by_muon
 from optax_muon._src.sharding import init_sharded
 from optax_muon._src.sharding import state_shardings
 from optax_muon._src.spectral_decay import spectral_weight_decay
@@ -34,11 +50,15 @@ from optax_muon._src.spectral_scale import SCALE_CONVENTIONS
 from optax_muon._src.spectral_scale import spectral_scale
 from optax_muon._src.weight_decay import decoupled_weight_decay
 from optax_muon import diagnostics  # the public submodule
+from optax_muon._src.normuon import normuon  # last: it is built from the names above
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
+    "Group",
     "MOMENTUM_FORMS",
+    "MatrixPlan",
+    "MatrixStacks",
     "MuonDimensionNumbers",
     "NORMALIZATIONS",
     "NORMALIZATION_SCALE",
@@ -46,25 +66,37 @@ __all__ = [
     "SCALE_CONVENTIONS",
     "SCHEDULES",
     "decoupled_weight_decay",
-    "diagnostics",
     "default_matrix_rule",
+    "diagnostics",
+    "init_sharded",
+    "matrix_partition",
     "muon",
     "muon_momentum",
     "muon_plus_plus",
     "muown",
+    "normalize_neurons",
+    "normuon",
     "newton_schulz",
     "ns_coefficients",
     "ns_failure_threshold",
     "ns_scalar_map",
     "orthogonalize",
     "partition",
+    "path_family",
+    "path_kind",
+    "path_to_str",
+    "per_matrix",
+    "plan_matrices",
     "polar_express_coefficients",
     "qk_clip",
     "resolve_dimension_numbers",
-    "init_sharded",
     "row_norm_ell_inf",
+    "scale_by_muon",
     "skip_nonfinite",
+    "skipped_steps",
     "spectral_scale",
     "spectral_weight_decay",
+    "stacked_transform",
     "state_shardings",
+    "top_singular_triplet",
 ]

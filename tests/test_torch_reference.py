@@ -126,7 +126,8 @@ def _run_ours(meta, case, compute_dtype):
     is_mom = lambda s: isinstance(s, MomentumState)
     moms = [s for s in jax.tree.leaves(state, is_leaf=is_mom) if is_mom(s)]
     assert len(moms) == 1
-    bufs.append(np.asarray(moms[0].mu["w"]).T)
+    (buf,) = moms[0].mu.values  # one group of one matrix: [1, in, out]
+    bufs.append(np.asarray(buf[0]).T)
   return np.stack(traj), np.stack(bufs)
 
 

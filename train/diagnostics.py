@@ -17,7 +17,7 @@ import jax
 import ml_collections
 import numpy as np
 from optax_muon import diagnostics as omd
-from optax_muon._src.dimension_numbers import path_to_str
+import optax_muon as om
 
 from train.state import TrainState
 
@@ -51,7 +51,7 @@ def logit_metrics(max_logits: dict) -> dict:
 def _weight_stats(params: dict, exact: bool = False) -> dict:
   out = {}
   for path, w in jax.tree_util.tree_leaves_with_path(params):
-    p = path_to_str(path)
+    p = om.path_to_str(path)
     if w.ndim < 2 or omd.layer_type(p) == "other":
       continue
     m = w if w.ndim == 3 else w[None]

@@ -7,8 +7,8 @@ import ml_collections
 import optax
 import optax_muon as om
 
-import models
 from models.config import ModelConfig
+from train import labels
 
 OPTIMIZERS = ("adamw", "muon", "muon_plus_plus", "muown")
 SCHEDULES = ("cosine", "wsd", "constant")
@@ -41,7 +41,7 @@ def _base(name: str, lr: optax.Schedule, weight_decay: float,
                        mask=lambda p: jax.tree.map(lambda x: x.ndim >= 2, p))
   factory = {"muon": om.muon, "muon_plus_plus": om.muon_plus_plus, "muown": om.muown}[name]
   extra = {} if diagnostics is None else {"diagnostics": diagnostics}
-  return factory(lr, weight_decay=weight_decay, dimension_numbers=models.dimension_numbers,
+  return factory(lr, weight_decay=weight_decay, dimension_numbers=labels.dimension_numbers,
                  **extra)
 
 
@@ -61,5 +61,5 @@ def make_optimizer(opt: ml_collections.ConfigDict, model_cfg: ModelConfig,
       raise ValueError("optimizer.qk_clip needs model.scan_layers=False")
     if model_cfg.qk_norm:  # RMSNorm of q and k would undo the clip's rescaling of W_q, W_k.
       raise ValueError("optimizer.qk_clip has no effect with QK-norm: set model.qk_norm=False")
-    parts.append(om.qk_clip(opt.qk_clip, functools.partial(models.qk_clip_specs, cfg=model_cfg)))
+    parts.append(om.qk_clip(opt.qk_clip, functools.partial(labels.qk_clip_specs, cfg=model_cfg)))
   return optax.chain(*parts), use_qk_clip

@@ -8,12 +8,11 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from models.labels import HIDDEN_MATRICES
+import optax_muon as om
 from train import diagnostics
 from train.state import TrainState
 
 Batch = dict[str, jax.Array]
-ATTN, MLP = frozenset({"q", "k", "v", "o"}), HIDDEN_MATRICES - {"q", "k", "v", "o"}
 
 
 def loss_fn(params: dict, graphdef: nnx.GraphDef, batch: Batch) -> tuple[jax.Array, dict]:
@@ -26,22 +25,11 @@ def loss_fn(params: dict, graphdef: nnx.GraphDef, batch: Batch) -> tuple[jax.Arr
   return loss, aux
 
 
-def _group(path) -> str:
-  """"attn", "mlp", "embed" (embedding and LM head) or "norm" for a param path."""
-  names = [getattr(k, "key", None) for k in path]
-  owner = names[-2] if len(names) >= 2 else None
-  if owner in ATTN:
-    return "attn"
-  if owner in MLP:
-    return "mlp"
-  return "embed" if names[0] in ("embed", "lm_head") else "norm"
-
-
 def update_rms(updates: dict) -> dict[str, jax.Array]:
-  """RMS of the optimizer's updates per param group."""
+  """RMS of the optimizer's updates per param family (attn, mlp, embed, norm; `om.path_family`)."""
   sums, counts = {}, {}
   for path, u in jax.tree_util.tree_leaves_with_path(updates):
-    g = _group(path)
+    g = om.path_family(om.path_to_str(path))
     sums[g] = sums.get(g, 0.0) + jnp.sum(jnp.square(u.astype(jnp.float32)))
     counts[g] = counts.get(g, 0) + u.size
   return {f"update_rms/{g}": jnp.sqrt(sums[g] / counts[g]) for g in sums}

@@ -48,7 +48,7 @@ _NANOGPT5 = (
 SCHEDULES = ("jordan", "polar_express", "nanogpt5", "dion")
 
 # Input normalization ν: X / (ν‖X‖_F). Polar Express divides by 1.01 (its safety
-# factor), the modded-nanogpt schedule by 1.02 (ALGORITHMS.md §1).
+# factor), the modded-nanogpt schedule by 1.02 (docs/algorithms.md, "Newton–Schulz").
 NORMALIZATION_SCALE = {"jordan": 1.0, "polar_express": 1.01, "nanogpt5": 1.02, "dion": 1.0}
 
 Schedule = Union[str, Sequence[Sequence[float]], np.ndarray]
@@ -213,7 +213,7 @@ def ns_failure_threshold(schedule: Schedule = "jordan", steps: int = 5,
   """Smallest normalized σ whose image ``f(σ)`` reaches ``level``.
 
   Singular directions of the normalized input below this value are not
-  orthogonalized (ALGORITHMS.md §1). Returns ``inf`` if ``f`` never reaches
+  orthogonalized (docs/algorithms.md, "Newton–Schulz"). Returns ``inf`` if ``f`` never reaches
   ``level`` on ``(0, 1]``.
 
   Examples:

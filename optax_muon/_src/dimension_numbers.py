@@ -21,6 +21,8 @@ import jax
 import jax.numpy as jnp
 from optax.contrib import MuonDimensionNumbers
 
+from optax_muon._src import path_kinds
+
 __all__ = [
     "MuonDimensionNumbers",
     "MatrixLayout",
@@ -28,9 +30,13 @@ __all__ = [
     "to_matrices",
     "from_matrices",
     "path_to_str",
+    "leaves_with_paths",
+    "prefix_to_leaves",
     "resolve_dimension_numbers",
     "is_dimension_numbers",
     "DimensionNumbersSpec",
+    "default_matrix_rule",
+    "rank_rule",
 ]
 
 # None | MuonDimensionNumbers | tree of (MuonDimensionNumbers | None)
@@ -129,7 +135,15 @@ def from_matrices(y: jax.Array, layout: MatrixLayout) -> jax.Array:
 
 
 def path_to_str(path: tuple[Any, ...]) -> str:
-  """``('layers', 0, 'attn', 'kernel')``-style key paths as ``layers/0/attn/kernel``."""
+  """``('layers', 0, 'attn', 'kernel')``-style key paths as ``layers/0/attn/kernel``.
+
+  A final ``.value`` attribute (the field of a Flax ``nnx.Variable`` inside an
+  ``nnx.State``) is dropped, so a state of variables and the plain gradients
+  of the same model name their leaves alike.
+  """
+  path = tuple(path)
+  if path and getattr(path[-1], "name", None) == "value" and not hasattr(path[-1], "key"):
+    path = path[:-1]
   parts = []
   for k in path:
     for attr in ("key", "name", "idx"):
@@ -141,7 +155,7 @@ def path_to_str(path: tuple[Any, ...]) -> str:
   return "/".join(parts)
 
 
-def _leaves_with_paths(params: Any) -> tuple[list[tuple[str, Any]], Any]:
+def leaves_with_paths(params: Any) -> tuple[list[tuple[str, Any]], Any]:
   flat, treedef = jax.tree_util.tree_flatten_with_path(params)
   return [(path_to_str(p), leaf) for p, leaf in flat], treedef
 
@@ -171,7 +185,7 @@ def resolve_dimension_numbers(
   Raises:
     ValueError: if a tree spec does not match the parameter tree.
   """
-  named, treedef = _leaves_with_paths(params)
+  named, treedef = leaves_with_paths(params)
   if spec is None:
     return [default_rule(p, x) for p, x in named]
   if is_dimension_numbers(spec):
@@ -211,7 +225,7 @@ def prefix_to_leaves(prefix: Any, tree: Any, is_leaf: Callable[[Any], bool],
     return treedef.flatten_up_to(jax.tree.map(
         lambda v, sub: jax.tree.map(lambda _: v, sub), prefix, tree, is_leaf=is_leaf))
   except (ValueError, TypeError) as e:
-    paths = [p for p, _ in _leaves_with_paths(tree)[0]][:8]
+    paths = [p for p, _ in leaves_with_paths(tree)[0]][:8]
     raise ValueError(f"{what} tree does not match the parameter tree: {e}. "
                      f"Parameter paths: {paths}...") from None
 
@@ -230,21 +244,24 @@ def rank_rule(path: str, leaf: Any) -> MuonDimensionNumbers | None:
   return MuonDimensionNumbers(ndim - 2, ndim - 1) if ndim >= 2 else None
 
 
-def matrix_leaves(
-    spec: DimensionNumbersSpec,
-    tree: Any,
-    default_rule: Callable[[str, Any], MuonDimensionNumbers | None] = rank_rule,
-) -> tuple[Any, list[tuple[str, Any, MatrixLayout | None]]]:
-  """Flattens ``tree`` into ``(path, leaf, layout-or-None)`` triples.
+def default_matrix_rule(path: str, leaf: Any) -> MuonDimensionNumbers | None:
+  """The aliases' default: hidden matrices over their last two axes, the rest to AdamW.
 
-  ``layout`` is the validated :class:`MatrixLayout` of a Muon matrix, ``None``
-  for a leaf the spec leaves alone. Raises ``ValueError`` naming the leaf path
-  for dimension numbers that do not fit the leaf.
+  A leaf is a Muon matrix when it has rank >= 2, is non-empty, and its path
+  does not name an embedding, the LM head, a norm gain or a bias
+  (:func:`path_kind`). Leading axes are a batch of matrices (scanned layers
+  ``[L, fan_in, fan_out]``).
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> default_matrix_rule("layers/0/mlp/up/kernel", jnp.zeros((4, 8)))
+    MuonDimensionNumbers(reduction_axis=0, output_axis=1)
+    >>> default_matrix_rule("embed/embedding", jnp.zeros((256, 8))) is None
+    True
   """
-  named, treedef = _leaves_with_paths(tree)
-  dims = resolve_dimension_numbers(spec, tree, default_rule)
-  out = []
-  for (path, leaf), d in zip(named, dims):
-    layout = None if d is None else matrix_layout(tuple(leaf.shape), d, path)
-    out.append((path, leaf, layout))
-  return treedef, out
+  shape = tuple(getattr(leaf, "shape", ()))
+  if len(shape) < 2 or math.prod(shape) == 0:
+    return None
+  if path_kinds.path_kind(path) in path_kinds.NON_MATRIX_KINDS:
+    return None
+  return MuonDimensionNumbers(len(shape) - 2, len(shape) - 1)

@@ -6,7 +6,7 @@ into collectives, or every device repeats the whole orthogonalization. Here a
 size, sharded over its *stack* axis across every mesh axis (one reshard in, one
 out), and the function runs inside ``jax.shard_map`` on each device's own
 matrices: no collective inside the iteration, and each device does
-``ceil(B / devices)`` matrices of work (ALGORITHMS.md §9).
+``ceil(B / devices)`` matrices of work (docs/algorithms.md, "Distributing Newton–Schulz").
 
 The mesh comes from, in order: an explicit ``mesh`` argument, the context mesh
 (``jax.set_mesh``), the sharding type of the arrays (Explicit axes), or the

@@ -9,13 +9,13 @@ Newton–Schulz normalizes its input, so ``"sum"`` and ``"ema"`` give the same
 orthogonalized direction; ``"ema_debiased"`` mixes G and M differently early on.
 """
 
-from __future__ import annotations
-
 from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
+
+from optax_muon._src import validation
 
 __all__ = ["MOMENTUM_FORMS", "MomentumState", "muon_momentum"]
 
@@ -53,6 +53,7 @@ def muon_momentum(
   """
   if form not in MOMENTUM_FORMS:
     raise ValueError(f"unknown momentum form {form!r}; valid choices: {MOMENTUM_FORMS}.")
+  validation.check_beta(beta, "beta")
   mu_dtype = None if mu_dtype is None else jnp.dtype(mu_dtype)
 
   def init_fn(params):

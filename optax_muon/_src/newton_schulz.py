@@ -6,7 +6,7 @@ schedule ``A = X Xᵀ;  X ← aX + (bA + cA²)X``. It works on the short side (a
 matrix is transposed), on any dimension numbers (each batch index is an
 independent matrix), in a chosen compute dtype, and maps zero to zero.
 
-First-step normalizations (ALGORITHMS.md §1), each usable with any schedule:
+First-step normalizations (docs/algorithms.md, "Newton–Schulz"), each usable with any schedule:
 
 * ``"frobenius"``: ``X / (ν‖X‖_F + ε)`` (ν from the schedule: 1, 1.01, 1.02).
 * ``"spectral"``: ``X / (1.05·σ̂₁)``, ``σ̂₁⁴`` a power-iteration estimate of
@@ -38,13 +38,17 @@ import optax
 from optax_muon._src import coefficients as coeffs_lib
 from optax_muon._src import dimension_numbers as dn
 from optax_muon._src import distributed
+from optax_muon._src import gram_newton_schulz as gram_ns
+from optax_muon._src import matrices
+from optax_muon._src import power_iteration as pi
+from optax_muon._src import validation
 
 __all__ = ["NORMALIZATIONS", "orthogonalize", "orthogonalize_matrices", "newton_schulz"]
 
 NORMALIZATIONS = ("frobenius", "spectral", "schatten4", "aol")
 Normalization = Literal["frobenius", "spectral", "schatten4", "aol"]
 
-_SPECTRAL_POWER_ITERS = 8
+_SPECTRAL_POWER_ITERS = 4  # rounds on A², each a matvec pair
 _SPECTRAL_SAFETY = 1.05
 
 
@@ -71,18 +75,6 @@ def _bmm(a, b):
                              preferred_element_type=_acc_dtype(a.dtype))
 
 
-def _top_eigenvalue(a, iters: int):
-  """Power-iteration estimate of λ_max of the PSD stack ``a`` ([B, r, r])."""
-  r = a.shape[-1]
-  # A fixed, non-degenerate start: not orthogonal to the top eigenvector of a
-  # nonnegative-rowsum Gram in practice, and deterministic.
-  v = jnp.broadcast_to(1.0 + jnp.arange(r, dtype=a.dtype) / r, a.shape[:-1])
-  for _ in range(iters):
-    v = jnp.einsum("bij,bj->bi", a, v)
-    v = v / (jnp.linalg.norm(v, axis=-1, keepdims=True) + 1e-30)
-  return jnp.einsum("bi,bij,bj->b", v, a, v)
-
-
 def orthogonalize_matrices(
     x: jax.Array,
     table: np.ndarray,
@@ -91,12 +83,17 @@ def orthogonalize_matrices(
     input_scale: float = 1.0,
     eps: float = 1e-7,
     compute_dtype: Any = None,
+    method: str = "standard",
 ) -> jax.Array:
   """Core kernel on a ``[B, m, n]`` stack with a concrete ``(steps, 3)`` table."""
   out_dtype = x.dtype
   b, m, n = x.shape
   if b * m * n == 0:
     return x
+  if method != "standard" and gram_ns.choose_method(method, m, n, table, normalization) == "gram":
+    return gram_ns.gram_orthogonalize_matrices(
+        x, table, normalization=normalization, input_scale=input_scale, eps=eps,
+        compute_dtype=compute_dtype)
   transposed = m > n
   if transposed:
     x = jnp.swapaxes(x, 1, 2)
@@ -120,7 +117,7 @@ def orthogonalize_matrices(
       # estimate is a lower bound, so a safety factor keeps σ₁ below 1, and
       # ‖A²‖_F^{1/2} >= λ_max(A) caps it from above.
       sq32 = _bmm(a32, a32)
-      lam_sq = _top_eigenvalue(sq32, _SPECTRAL_POWER_ITERS)
+      lam_sq = pi.top_singular_triplet(sq32, iters=_SPECTRAL_POWER_ITERS)[0]
       upper = jnp.sqrt(jnp.sqrt(jnp.sum(jnp.square(sq32), axis=(1, 2))))
       sigma = jnp.minimum(_SPECTRAL_SAFETY * jnp.sqrt(jnp.sqrt(jnp.maximum(lam_sq, 0.0))),
                           jnp.sqrt(upper))
@@ -163,6 +160,7 @@ def orthogonalize(
     dimension_numbers: dn.MuonDimensionNumbers | None = None,
     compute_dtype: Any = None,
     lower_bound: float = 1e-3,
+    method: str = "standard",
 ) -> jax.Array:
   """Approximate polar factor of ``x`` by Newton–Schulz.
 
@@ -178,6 +176,9 @@ def orthogonalize(
     compute_dtype: dtype of the iteration (e.g. ``jnp.bfloat16``); ``None`` =
       float32 (float64 stays float64). The output has ``x``'s dtype.
     lower_bound: Polar Express only: smallest singular value to lift.
+    method: ``"standard"``, ``"gram"`` (Gram Newton–Schulz: iterate on the small
+      Gram matrix, apply the polynomial once per restart block) or ``"auto"``
+      (Gram where its flop model is cheaper: aspect ratio >= about 2).
 
   Returns:
     An array like ``x`` whose matrices have singular values near 1.
@@ -191,6 +192,7 @@ def orthogonalize(
     True
   """
   _check_normalization(normalization)
+  gram_ns.check_method(method)
   table = coeffs_lib.ns_coefficients(schedule, steps, lower_bound=lower_bound)
   if dimension_numbers is None:
     if x.ndim < 2:
@@ -200,85 +202,20 @@ def orthogonalize(
   y = orthogonalize_matrices(
       dn.to_matrices(x, layout), table, normalization=normalization,
       input_scale=coeffs_lib.schedule_input_scale(schedule), eps=eps,
-      compute_dtype=compute_dtype)
+      compute_dtype=compute_dtype, method=method)
   return dn.from_matrices(y, layout)
 
 
-def _oriented(leaf: jax.Array, layout: dn.MatrixLayout) -> jax.Array:
-  """``[B, short, long]``: the matrices of ``leaf``, tall ones transposed."""
-  m = dn.to_matrices(leaf, layout)
-  return jnp.swapaxes(m, 1, 2) if layout.fan_in > layout.fan_out else m
 
 
-def _unoriented(m: jax.Array, layout: dn.MatrixLayout) -> jax.Array:
-  m = jnp.swapaxes(m, 1, 2) if layout.fan_in > layout.fan_out else m
-  return dn.from_matrices(m, layout)
+class NSConfig(NamedTuple):
+  """The Newton–Schulz coefficients one matrix uses (hashable: a bucket key)."""
 
-
-class LeafConfig(NamedTuple):
-  """The Newton–Schulz coefficients one leaf uses (hashable: a bucket key)."""
   table: tuple[tuple[float, float, float], ...]
   input_scale: float
 
 
-def orthogonalize_tree_leaves(
-    entries: list[tuple[str, jax.Array, dn.MatrixLayout | None]],
-    configs: list[LeafConfig | None],
-    *,
-    normalization: Normalization,
-    eps: float,
-    compute_dtype: Any,
-    group: bool = True,
-    small_matrix_size: int = 0,
-    mesh: Any = None,
-) -> list[jax.Array]:
-  """Orthogonalizes the matrix leaves of a flattened tree, others unchanged.
-
-  Matrices are first oriented short side first (``[B, short, long]``), so a
-  ``[d, 4d]`` and a ``[4d, d]`` kernel share a bucket. With ``group=True``
-  same-shaped matrices with the same coefficients are concatenated and
-  orthogonalized in one batched call; matrices whose sides are both at most
-  ``small_matrix_size`` are zero-padded to the largest such shape and share one
-  call too (exact: zero rows and columns stay zero and leave the other singular
-  values alone). With a ``mesh`` (see :mod:`distributed`) each bucket is
-  spread over the devices, whole matrices per device.
-  """
-  out: list[Any] = [leaf for _, leaf, _ in entries]
-  buckets: dict[Any, list[int]] = collections.defaultdict(list)
-  for i, (_, leaf, layout) in enumerate(entries):
-    if layout is None:
-      continue
-    short, long = sorted((layout.fan_in, layout.fan_out))
-    shape = ("small",) if long <= small_matrix_size else (short, long)
-    key = (shape, jnp.dtype(leaf.dtype), configs[i]) if group else (i,)
-    buckets[key].append(i)
-  for idx in buckets.values():
-    cfg = configs[idx[0]]
-    stacks = [_oriented(entries[i][1], entries[i][2]) for i in idx]
-    rows = max(s.shape[1] for s in stacks)
-    cols = max(s.shape[2] for s in stacks)
-    stacks = [s if s.shape[1:] == (rows, cols) else
-              jnp.pad(s, ((0, 0), (0, rows - s.shape[1]), (0, cols - s.shape[2])))
-              for s in stacks]
-    stack = stacks[0] if len(stacks) == 1 else jnp.concatenate(stacks, axis=0)
-    kernel = functools.partial(
-        orthogonalize_matrices, table=np.asarray(cfg.table), normalization=normalization,
-        input_scale=cfg.input_scale, eps=eps, compute_dtype=compute_dtype)
-    ortho = distributed.map_matrices(kernel, stack, mesh)
-    lo = 0
-    for i in idx:
-      layout = entries[i][2]
-      hi = lo + layout.batch
-      short, long = sorted((layout.fan_in, layout.fan_out))
-      part = ortho if len(idx) == 1 else ortho[lo:hi]
-      if part.shape[1:] != (short, long):
-        part = part[:, :short, :long]
-      out[i] = _unoriented(part, layout)
-      lo = hi
-  return out
-
-
-def _per_leaf(spec: Any, path: str) -> Any:
+def per_path(spec: Any, path: str) -> Any:
   """A per-leaf option: a plain value, or ``{regex: value}`` (first ``re.search`` wins)."""
   if not isinstance(spec, Mapping):
     return spec
@@ -298,8 +235,95 @@ def with_default(spec: Any, default: Any) -> Any:
   return spec
 
 
-class NewtonSchulzState(NamedTuple):
-  """``newton_schulz`` is stateless."""
+def ns_config_resolver(schedule: Any, steps: Any, lower_bound: float = 1e-3):
+  """``path -> NSConfig`` for per-leaf ``schedule``/``steps`` specs, validated now.
+
+  Raises ``ValueError`` at construction for unknown names, bad steps or tables.
+  """
+  for s in (schedule.values() if isinstance(schedule, Mapping) else [schedule]):
+    for k in (steps.values() if isinstance(steps, Mapping) else [steps]):
+      coeffs_lib.ns_coefficients(s, k, lower_bound=lower_bound)
+
+  @functools.cache
+  def config(leaf_schedule, leaf_steps) -> NSConfig:
+    table = coeffs_lib.ns_coefficients(leaf_schedule, leaf_steps, lower_bound=lower_bound)
+    return NSConfig(tuple(tuple(float(c) for c in row) for row in table),
+                    coeffs_lib.schedule_input_scale(leaf_schedule))
+
+  def resolve(path: str) -> NSConfig:
+    leaf_schedule = per_path(schedule, path)
+    if not isinstance(leaf_schedule, str):  # a table: hashable for the cache
+      leaf_schedule = tuple(map(tuple, np.atleast_2d(np.asarray(leaf_schedule, float))))
+    return config(leaf_schedule, per_path(steps, path))
+
+  return resolve
+
+
+def orthogonalize_stacks(
+    stacks: matrices.MatrixStacks,
+    resolve,
+    *,
+    normalization: Normalization = "frobenius",
+    eps: float = 1e-7,
+    compute_dtype: Any = None,
+    small_matrix_size: int = 0,
+    mesh: Any = None,
+    method: str = "standard",
+) -> matrices.MatrixStacks:
+  """Orthogonalizes every matrix of ``stacks`` with as few batched calls as possible.
+
+  Stacks are oriented short side first (``[B, short, long]``), so ``[d, 4d]``
+  and ``[4d, d]`` groups share a bucket; a bucket holds all matrices of one
+  oriented shape and coefficient table (matrices with both sides at most
+  ``small_matrix_size`` are zero-padded to one shape, which is exact). Each
+  bucket is one kernel call, placed on ``mesh`` (whole matrices per device;
+  ``None``: where the arrays are; see :mod:`distributed`).
+  """
+  pieces = []  # (bucket key, group index, rows or None, oriented [b, short, long])
+  for gi, (g, x) in enumerate(stacks.items()):
+    short, long = sorted((g.fan_in, g.fan_out))
+    shape = ("small",) if long <= small_matrix_size else (short, long)
+    oriented = jnp.swapaxes(x, 1, 2) if g.fan_in > g.fan_out else x
+    runs = matrices.row_runs(g, resolve)
+    for cfg, rows in runs:
+      part = oriented if len(runs) == 1 else oriented[rows]
+      pieces.append(((shape, jnp.dtype(x.dtype), cfg), gi, None if len(runs) == 1 else rows,
+                     part))
+  buckets: dict[Any, list[int]] = collections.defaultdict(list)
+  for k, (key, *_rest) in enumerate(pieces):
+    buckets[key].append(k)
+  results: list[Any] = [None] * len(pieces)
+  for key, idx in buckets.items():
+    cfg = key[2]
+    parts = [pieces[k][3] for k in idx]
+    rows_max = max(p.shape[1] for p in parts)
+    cols_max = max(p.shape[2] for p in parts)
+    parts = [p if p.shape[1:] == (rows_max, cols_max) else
+             jnp.pad(p, ((0, 0), (0, rows_max - p.shape[1]), (0, cols_max - p.shape[2])))
+             for p in parts]
+    kernel = functools.partial(
+        orthogonalize_matrices, table=np.asarray(cfg.table), normalization=normalization,
+        input_scale=cfg.input_scale, eps=eps, compute_dtype=compute_dtype, method=method)
+    ortho = distributed.map_matrices(
+        kernel, parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=0), mesh)
+    lo = 0
+    for k in idx:
+      n = pieces[k][3].shape[0]
+      results[k] = ortho if len(idx) == 1 else ortho[lo:lo + n]
+      lo += n
+  out = []
+  for gi, (g, x) in enumerate(stacks.items()):
+    short, long = sorted((g.fan_in, g.fan_out))
+    mine = [(pieces[k][2], r) for k, r in enumerate(results) if pieces[k][1] == gi]
+    if len(mine) == 1:
+      o = mine[0][1]
+    else:  # rows with different coefficient tables: put them back in order
+      o = jnp.zeros((g.rows, short, long), x.dtype)
+      for rows, r in mine:
+        o = o.at[rows].set(r[:, :short, :long])
+    o = o[:, :short, :long] if o.shape[1:] != (short, long) else o
+    out.append((jnp.swapaxes(o, 1, 2) if g.fan_in > g.fan_out else o).astype(x.dtype))
+  return matrices.MatrixStacks(stacks.groups, tuple(out))
 
 
 def newton_schulz(
@@ -311,18 +335,19 @@ def newton_schulz(
     compute_dtype: Any = None,
     dimension_numbers: dn.DimensionNumbersSpec = None,
     lower_bound: float = 1e-3,
-    group_same_shapes: bool = True,
     small_matrix_size: int = 0,
     mesh: Any = None,
     adaptive: bool = False,
-) -> optax.GradientTransformation:
+    method: str = "standard",
+) -> optax.GradientTransformationExtraArgs:
   """Replaces every matrix update by its Newton–Schulz orthogonalization.
 
-  On a device mesh, same-shaped matrices are grouped and each device
-  orthogonalizes whole matrices of its share of the group (no collective inside
-  the iteration, no device repeating another's work); updates come back in the
-  parameters' sharding. The mesh is found automatically (``jax.set_mesh``, or
-  arrays with Explicit-axis or concrete shardings); see ``mesh``.
+  Same-shaped matrices are orthogonalized in one batched call. On a device
+  mesh each device orthogonalizes whole matrices of its share of each group
+  (no collective inside the iteration, no device repeating another's work);
+  updates come back in the parameters' sharding. The mesh is found
+  automatically (``jax.set_mesh``, or arrays with Explicit-axis or concrete
+  shardings); see ``mesh``.
 
   Args:
     schedule: coefficient schedule name or table (see :func:`ns_coefficients`),
@@ -333,25 +358,25 @@ def newton_schulz(
     eps: normalizer epsilon.
     compute_dtype: dtype of the iteration (``jnp.bfloat16`` halves its cost on
       accelerators); updates keep their own dtype.
-    dimension_numbers: which leaves are matrices and how (see
-      :func:`resolve_dimension_numbers`); default: every rank >= 2 leaf over its
-      last two axes. Leaves mapped to ``None`` pass through unchanged.
+    dimension_numbers: which leaves are matrices and how, when used on an
+      ordinary tree (see :func:`resolve_dimension_numbers`); default: every
+      rank >= 2 leaf over its last two axes. Other leaves pass through.
     lower_bound: Polar Express only.
-    group_same_shapes: orthogonalize same-shaped matrices in one batched call.
     small_matrix_size: matrices with both sides at most this size are
       zero-padded to one shape and orthogonalized in one batched call (exact;
-      0 = off). Many small matrices then cost one kernel, not one each.
+      0 = off).
     mesh: ``None`` finds the mesh as above; a ``jax.sharding.Mesh`` to use that
       one (needed for an Auto-axis mesh under ``jax.jit`` without
       ``jax.set_mesh``); ``False`` to leave placement to the compiler.
     adaptive: multiply each output ``O`` by ``⟨X, O⟩`` (the dual norm of the
       input, Bernstein & Newhouse 2024; optax's ``adaptive=True``).
+    method: ``"standard"``, ``"gram"`` or ``"auto"`` (see :func:`orthogonalize`).
 
   Returns:
-    A stateless ``optax.GradientTransformation``.
+    A stateless optax transform.
 
   Examples:
-    >>> import jax.numpy as jnp, optax
+    >>> import jax.numpy as jnp
     >>> from optax_muon import newton_schulz
     >>> tx = newton_schulz("polar_express", steps=6, normalization="aol")
     >>> u, _ = tx.update({"w": jnp.ones((4, 8))}, tx.init(None))
@@ -360,53 +385,25 @@ def newton_schulz(
     >>> tx = newton_schulz(steps={"mlp": 4, "": 5})  # per-leaf steps by path
   """
   _check_normalization(normalization)
-
-  @functools.cache
-  def leaf_config(leaf_schedule, leaf_steps) -> LeafConfig:
-    table = coeffs_lib.ns_coefficients(leaf_schedule, leaf_steps, lower_bound=lower_bound)
-    return LeafConfig(tuple(tuple(float(c) for c in row) for row in table),
-                      coeffs_lib.schedule_input_scale(leaf_schedule))
-
-  def config_for(path: str) -> LeafConfig:
-    leaf_schedule = _per_leaf(schedule, path)
-    if not isinstance(leaf_schedule, str):  # a table: hashable for the cache
-      leaf_schedule = tuple(map(tuple, np.atleast_2d(np.asarray(leaf_schedule, float))))
-    return leaf_config(leaf_schedule, _per_leaf(steps, path))
-
-  # Fail at construction on bad names, steps or tables, not at the first update.
-  for s in (schedule.values() if isinstance(schedule, Mapping) else [schedule]):
-    for k in (steps.values() if isinstance(steps, Mapping) else [steps]):
-      coeffs_lib.ns_coefficients(s, k, lower_bound=lower_bound)
+  gram_ns.check_method(method)
+  validation.check_nonnegative(eps, "eps")
+  resolve = ns_config_resolver(schedule, steps, lower_bound)
 
   def init_fn(params):
     del params
-    return NewtonSchulzState()
+    return None
 
-  def update_fn(updates, state, params=None):
-    del params
-    treedef, entries = dn.matrix_leaves(dimension_numbers, updates)
-    matrices = [(i, x) for i, (_, x, lay) in enumerate(entries) if lay is not None]
-    configs = [None if lay is None else config_for(path) for path, _, lay in entries]
-    where = distributed.find_mesh([x for _, x in matrices], mesh)
-
-    def run(xs):
-      sub = list(entries)
-      for (i, _), x in zip(matrices, xs):
-        sub[i] = (entries[i][0], x, entries[i][2])
-      done = orthogonalize_tree_leaves(
-          sub, configs, normalization=normalization, eps=eps, compute_dtype=compute_dtype,
-          group=group_same_shapes, small_matrix_size=small_matrix_size, mesh=where)
-      return [done[i] for i, _ in matrices]
-
-    shardings = ([jax.typeof(x).sharding for _, x in matrices]
+  def update_fn(updates, state, params=None, **extra):
+    del params, extra
+    where = distributed.find_mesh(list(updates.values), mesh)
+    run = functools.partial(orthogonalize_stacks, resolve=resolve,
+                            normalization=normalization, eps=eps, compute_dtype=compute_dtype,
+                            small_matrix_size=small_matrix_size, mesh=where, method=method)
+    shardings = (jax.tree.map(lambda x: jax.typeof(x).sharding, updates)
                  if where is not None and distributed.is_explicit(where) else None)
-    ortho = distributed.auto_region(run, where, shardings)([x for _, x in matrices])
-    leaves = [x for _, x, _ in entries]
-    for (i, _), o in zip(matrices, ortho):
-      leaves[i] = o
+    ortho = distributed.auto_region(run, where, shardings)(updates)
     if adaptive:
-      leaves = [o if lay is None else jnp.sum(x * o) * o
-                for (_, x, lay), o in zip(entries, leaves)]
-    return treedef.unflatten(leaves), state
+      ortho = ortho.map(lambda g, o, x: jnp.sum(x * o, axis=(1, 2), keepdims=True) * o, updates)
+    return ortho, state
 
-  return optax.GradientTransformation(init_fn, update_fn)
+  return matrices.stacked_transform(init_fn, update_fn, dimension_numbers)

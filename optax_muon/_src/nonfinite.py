@@ -1,14 +1,12 @@
 """Skip a step whose gradients (or resulting updates) are not finite."""
 
-from __future__ import annotations
-
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
-__all__ = ["SkipNonFiniteState", "skip_nonfinite", "all_finite"]
+__all__ = ["SkipNonFiniteState", "skip_nonfinite", "skipped_steps", "all_finite"]
 
 
 class SkipNonFiniteState(NamedTuple):
@@ -48,3 +46,20 @@ def skip_nonfinite(inner: optax.GradientTransformation) -> optax.GradientTransfo
     return new_updates, SkipNonFiniteState(skipped, new_inner)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def skipped_steps(opt_state: Any) -> jax.Array:
+  """Total steps skipped by every :func:`skip_nonfinite` inside ``opt_state`` (int32).
+
+  Examples:
+    >>> import jax.numpy as jnp, optax_muon
+    >>> tx = optax_muon.muon(1e-3)
+    >>> s = tx.init({"w": jnp.ones((2, 2))})
+    >>> _, s = tx.update({"w": jnp.full((2, 2), jnp.nan)}, s, {"w": jnp.ones((2, 2))})
+    >>> int(skipped_steps(s))
+    1
+  """
+  found = [x.skipped_steps for x in jax.tree.leaves(
+      opt_state, is_leaf=lambda x: isinstance(x, SkipNonFiniteState))
+           if isinstance(x, SkipNonFiniteState)]
+  return sum(found, jnp.zeros([], jnp.int32))

@@ -1,4 +1,4 @@
-"""QK-Clip (MuonClip, Kimi K2): cap each attention head's max logit at τ (ALGORITHMS.md §7).
+"""QK-Clip (MuonClip, Kimi K2): cap each attention head's max logit at τ (docs/algorithms.md, "QK-clip").
 
 After the optimizer step, for every head ``h`` whose largest pre-softmax logit of
 this step ``S_h`` exceeds ``τ``, ``γ_h = τ/S_h`` and the head's weights are

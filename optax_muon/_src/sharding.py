@@ -6,22 +6,22 @@ compiler is free to replicate it: ZeRO/FSDP memory is lost and the state's
 sharding changes at the first update. ``state_shardings`` gives each state leaf
 a sharding derived from the parameter it belongs to (found by path suffix):
 
-* same shape as the parameter: the parameter's sharding (momenta, Adam moments);
-* a per-neuron vector ``[batch, fan_out]`` of a ``[..., fan_in, fan_out]``
-  parameter (Muown magnitudes, Muon++ power-iteration vectors): the parameter's
-  batch-axis and output-axis shardings;
+* same shape as the parameter: the parameter's sharding (AdamW's moments);
+* a matrix group's buffers (:class:`MatrixStacks` inside ``matrix_partition``'s
+  state): ``[rows, fan_in, fan_out]`` stacks (momenta) take the member
+  parameter's ``fan_in`` and ``fan_out`` shardings, ``[rows, fan_out]``
+  per-neuron vectors (Muown magnitudes, power-iteration vectors) its
+  ``fan_out`` sharding, ``[rows]`` vectors are replicated;
 * anything else (counters, scalars): replicated.
 """
 
-from __future__ import annotations
-
-import math
 from typing import Any
 
 import jax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from optax_muon._src import dimension_numbers as dn
+from optax_muon._src import matrices
 
 __all__ = ["state_shardings", "init_sharded"]
 
@@ -31,16 +31,16 @@ def _spec_entries(sharding: NamedSharding, ndim: int) -> list[Any]:
   return spec + [None] * (ndim - len(spec))
 
 
-def _vector_spec(param_shape, param_sharding, shape) -> P | None:
-  """Spec of a ``[batch, fan_out]`` vector of a ``[..., fan_in, fan_out]`` param."""
-  if len(shape) != 2 or len(param_shape) < 2:
-    return None
-  lead = param_shape[:-2]
-  if shape != (math.prod(lead), param_shape[-1]):
-    return None
-  entries = _spec_entries(param_sharding, len(param_shape))
-  batch = entries[0] if len(lead) == 1 else None
-  return P(batch, entries[-1])
+def _axis_spec(entries: list[Any], axes: tuple[int, ...]) -> Any:
+  return entries[axes[0]] if len(axes) == 1 else None
+
+
+def _group_specs(group: matrices.Group, param_sharding: NamedSharding, ndim: int):
+  """``(rows, fan_in, fan_out)`` specs of a group, from its first member's parameter."""
+  lay = group.members[0].layout
+  entries = _spec_entries(param_sharding, ndim)
+  rows = _axis_spec(entries, lay.batch_axes) if len(group.members) == 1 and lay.batch_axes else None
+  return rows, _axis_spec(entries, lay.reduction_axes), _axis_spec(entries, lay.output_axes)
 
 
 def state_shardings(abstract_state: Any, params: Any, param_shardings: Any) -> Any:
@@ -64,31 +64,41 @@ def state_shardings(abstract_state: Any, params: Any, param_shardings: Any) -> A
     >>> shardings = {"w": NamedSharding(mesh, P("fsdp", None))}
     >>> tx = optax_muon.muon(1e-3)
     >>> specs = optax_muon.state_shardings(jax.eval_shape(tx.init, params), params, shardings)
-    >>> specs.inner_state.inner_states["matrix"][0].mu["w"].spec
-    P('fsdp', None)
+    >>> specs.inner_state.matrix[0][0].mu["4x8"].spec  # the momentum of the 8x4 kernel
+    P(None, None, 'fsdp')
   """
+  param_leaves = jax.tree.leaves(params)
+  sharding_leaves = jax.tree.leaves(param_shardings)
   by_path = {}
-  for (path, x), s in zip(jax.tree_util.tree_leaves_with_path(params),
-                          jax.tree.leaves(param_shardings)):
-    by_path[tuple(dn.path_to_str((k,)) for k in path)] = (tuple(x.shape), s)
-  mesh = jax.tree.leaves(param_shardings)[0].mesh
+  for (path, x), sh in zip(jax.tree_util.tree_leaves_with_path(params), sharding_leaves):
+    by_path[tuple(dn.path_to_str((k,)) for k in path)] = (tuple(x.shape), sh)
+  mesh = sharding_leaves[0].mesh
   replicated = NamedSharding(mesh, P())
 
+  def stacks_sharding(stacks: matrices.MatrixStacks) -> matrices.MatrixStacks:
+    def one(group, value):
+      first = group.members[0].leaf
+      rows, fan_in, fan_out = _group_specs(group, sharding_leaves[first],
+                                           len(param_leaves[first].shape))
+      by_shape = {(group.rows, group.fan_in, group.fan_out): P(rows, fan_in, fan_out),
+                  (group.rows, group.fan_out): P(rows, fan_out)}
+      return jax.tree.map(
+          lambda x: NamedSharding(mesh, by_shape.get(tuple(x.shape), P())), value)
+    return stacks.map(one)
+
   def sharding(path, x):
+    if isinstance(x, matrices.MatrixStacks):
+      return stacks_sharding(x)
     names = tuple(dn.path_to_str((k,)) for k in path)
     shape = tuple(x.shape)
     for start in range(len(names)):
       param_shape, s = by_path.get(names[start:], (None, None))
-      if s is None:
-        continue
-      if shape == param_shape:
+      if s is not None and shape == param_shape:
         return s
-      spec = _vector_spec(param_shape, s, shape)
-      if spec is not None:
-        return NamedSharding(mesh, spec)
     return replicated
 
-  return jax.tree_util.tree_map_with_path(sharding, abstract_state)
+  return jax.tree_util.tree_map_with_path(
+      sharding, abstract_state, is_leaf=lambda x: isinstance(x, matrices.MatrixStacks))
 
 
 def init_sharded(tx, params: Any, param_shardings: Any) -> Any:

@@ -1,4 +1,4 @@
-"""Shape-dependent scaling of orthogonalized updates (ALGORITHMS.md §2).
+"""Shape-dependent scaling of orthogonalized updates (docs/algorithms.md, "Spectral scales").
 
 With an exact polar factor ``O`` of a full-rank ``fan_in × fan_out`` matrix,
 ``‖O‖₂ = 1`` and ``RMS(O) = 1/sqrt(max(fan_in, fan_out))``. The conventions
@@ -19,8 +19,6 @@ estimate of its spectral norm, so the factor sets ``‖U‖₂`` exactly instead
 within Newton–Schulz's 0.68–1.13 band (used by Muon++).
 """
 
-from __future__ import annotations
-
 import math
 from typing import Any, Literal, NamedTuple
 
@@ -29,9 +27,11 @@ import jax.numpy as jnp
 import optax
 
 from optax_muon._src import dimension_numbers as dn
+from optax_muon._src import matrices
 from optax_muon._src import power_iteration as pi
+from optax_muon._src import validation
 
-__all__ = ["SCALE_CONVENTIONS", "scale_factor", "spectral_scale", "SpectralScaleState"]
+__all__ = ["SCALE_CONVENTIONS", "scale_factor", "spectral_scale"]
 
 SCALE_CONVENTIONS = ("jordan", "width", "moonlight", "mup", "none")
 Convention = Literal["jordan", "width", "moonlight", "mup", "none"]
@@ -50,11 +50,6 @@ def scale_factor(convention: str, fan_in: int, fan_out: int, rms: Any = 0.2):
   raise ValueError(f"unknown scale convention {convention!r}; valid: {SCALE_CONVENTIONS}.")
 
 
-class SpectralScaleState(NamedTuple):
-  """Power-iteration vectors per matrix (``[B, fan_out]``) when ``exact``; else None."""
-  right_vectors: Any
-
-
 def spectral_scale(
     convention: Convention = "moonlight",
     *,
@@ -62,17 +57,17 @@ def spectral_scale(
     exact: bool = False,
     power_iterations: int = 2,
     dimension_numbers: dn.DimensionNumbersSpec = None,
-) -> optax.GradientTransformation:
+) -> optax.GradientTransformationExtraArgs:
   """Multiplies each matrix update by its convention's shape factor.
 
   Args:
     convention: ``"jordan"``, ``"width"``, ``"moonlight"``, ``"mup"`` or ``"none"``.
     rms: target update RMS of ``"moonlight"`` (0.2 matches AdamW).
     exact: normalize each matrix to spectral norm 1 first (warm-started power
-      iteration, vectors kept in the state).
+      iteration, right vectors ``[B, fan_out]`` kept in the state).
     power_iterations: rounds per step when ``exact``.
-    dimension_numbers: which leaves are matrices (default: rank >= 2, last two
-      axes); other leaves pass through.
+    dimension_numbers: which leaves are matrices on an ordinary tree (default:
+      rank >= 2, last two axes); other leaves pass through.
 
   Examples:
     >>> import jax.numpy as jnp
@@ -82,38 +77,17 @@ def spectral_scale(
     2.0
   """
   scale_factor(convention, 1, 1)  # validates the name
+  validation.check_positive(rms, "rms")
+  validation.check_positive_int(power_iterations, "power_iterations")
 
-  def init_fn(params):
+  def fn(u, vecs, param):
+    del param
+    factor = scale_factor(convention, u.shape[1], u.shape[2], rms)
     if not exact:
-      return SpectralScaleState(right_vectors=None)
-    treedef, entries = dn.matrix_leaves(dimension_numbers, params)
-    vecs = [None if lay is None else pi.init_right_vectors(lay.batch, lay.fan_out)
-            for _, _, lay in entries]
-    return SpectralScaleState(right_vectors=treedef.unflatten(vecs))
+      return (u * factor).astype(u.dtype), vecs
+    sigma, _, vecs = pi.top_singular_triplet(u, vecs, power_iterations)
+    inv = jnp.where(sigma > 0, 1.0 / jnp.where(sigma > 0, sigma, 1.0), 0.0)
+    return (u * (factor * inv)[:, None, None]).astype(u.dtype), vecs
 
-  def update_fn(updates, state, params=None):
-    del params
-    treedef, entries = dn.matrix_leaves(dimension_numbers, updates)
-    out = [u for _, u, _ in entries]
-    new_vecs = [None] * len(entries)
-    matrices = [i for i, (_, _, lay) in enumerate(entries) if lay is not None]
-    if exact:
-      vecs = treedef.flatten_up_to(state.right_vectors)
-      mats = [dn.to_matrices(entries[i][1], entries[i][2]) for i in matrices]
-      triplets = pi.grouped_by_shape(
-          lambda m, v: pi.top_singular_triplet(m, v, power_iterations),
-          mats, [vecs[i] for i in matrices])
-    for k, i in enumerate(matrices):
-      _, u, lay = entries[i]
-      factor = scale_factor(convention, lay.fan_in, lay.fan_out, rms)
-      if exact:
-        sigma, _, new_vecs[i] = triplets[k]
-        inv = jnp.where(sigma > 0, 1.0 / jnp.where(sigma > 0, sigma, 1.0), 0.0)
-        out[i] = dn.from_matrices(mats[k] * (factor * inv)[:, None, None].astype(u.dtype), lay)
-      else:
-        out[i] = (u * factor).astype(u.dtype)
-    new_state = SpectralScaleState(
-        right_vectors=treedef.unflatten(new_vecs) if exact else None)
-    return treedef.unflatten(out), new_state
-
-  return optax.GradientTransformation(init_fn, update_fn)
+  init = (lambda p: pi.start_vectors(p.shape[0], p.shape[2])) if exact else None
+  return matrices.per_matrix(fn, init, dimension_numbers=dimension_numbers)

@@ -1,4 +1,4 @@
-"""Decoupled weight decay ``W ← W − f_t·λ·W`` (ALGORITHMS.md §3).
+"""Decoupled weight decay ``W ← W − f_t·λ·W`` (docs/algorithms.md, "Weight decay").
 
 Place it *after* ``optax.scale_by_learning_rate`` in a chain: it adds
 ``−f_t·λ·W`` to the (already negative, already lr-scaled) update, so the decay
@@ -9,29 +9,56 @@ never passes through the preconditioner nor through Muon's shape scale
 * ``mode="independent"`` (Loshchilov & Hutter): ``f_t = η_t/η_peak``, only the
   schedule multiplier, so ``λ`` is the per-step decay at peak.
 
-With zero gradients, ``W_t = (1 − f·λ)^t W_0`` exactly.
+With zero gradients, ``W_t = (1 − f·λ)^t W_0`` exactly. Works on ordinary trees
+and on :class:`MatrixStacks` alike.
 """
 
-from __future__ import annotations
-
+import re
 from typing import Any, Callable, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
-__all__ = ["decoupled_weight_decay", "WeightDecayState"]
+from optax_muon._src import dimension_numbers as dn
+from optax_muon._src import matrices
+from optax_muon._src import validation
+
+__all__ = ["decoupled_weight_decay", "WeightDecayState", "path_mask"]
+
+WEIGHT_DECAY_MODES = ("coupled", "independent")
 
 
 class WeightDecayState(NamedTuple):
   count: jax.Array  # shape=(), dtype=int32: the schedule's step.
 
 
-def _resolve_mask(mask, params):
+def path_mask(pattern: str | None) -> Callable[[Any], Any] | None:
+  """``params -> tree of bools``: ``True`` where ``re.search(pattern, path)`` (``None``: all)."""
+  if pattern is None:
+    return None
+  regex = re.compile(pattern)
+  return lambda tree: jax.tree_util.tree_map_with_path(
+      lambda path, _: bool(regex.search(dn.path_to_str(path))), tree)
+
+
+def _factors(mask: Any, updates: Any) -> Any:
+  """Per leaf of ``updates``: True/False, or for stacks a ``[rows, 1, 1]`` 0/1 array."""
+  if matrices.is_stacks(updates):
+    if mask is None:
+      return updates.map(lambda g, u: True)
+    if not isinstance(mask, str):
+      raise ValueError("decoupled_weight_decay on matrix stacks takes mask=None or a path "
+                       f"regex (str), got {mask!r}.")
+    regex = re.compile(mask)
+    return updates.map(lambda g, u: matrices.row_mask(g, lambda p: bool(regex.search(p)))
+                       .astype(u.dtype)[:, None, None])
   if mask is None:
-    return jax.tree.map(lambda _: True, params)
-  m = mask(params) if callable(mask) else mask
-  return jax.tree.map(lambda flag, sub: jax.tree.map(lambda _: flag, sub), m, params)
+    return jax.tree.map(lambda _: True, updates)
+  if isinstance(mask, str):
+    mask = path_mask(mask)
+  m = mask(updates) if callable(mask) else mask
+  return jax.tree.map(lambda flag, sub: jax.tree.map(lambda _: flag, sub), m, updates)
 
 
 def decoupled_weight_decay(
@@ -40,18 +67,19 @@ def decoupled_weight_decay(
     *,
     mode: Literal["coupled", "independent"] = "coupled",
     peak_learning_rate: jax.typing.ArrayLike | None = None,
-    mask: Any | Callable[[Any], Any] | None = None,
+    mask: Any = None,
 ) -> optax.GradientTransformation:
   """Adds ``−f_t·λ·W`` to the updates.
 
   Args:
-    weight_decay: ``λ``.
+    weight_decay: ``λ`` (>= 0).
     learning_rate: ``η_t`` (float or schedule), as given to the optimizer.
     mode: ``"coupled"`` (``f_t = η_t``) or ``"independent"`` (``f_t = η_t/η_peak``).
     peak_learning_rate: ``η_peak`` for ``"independent"`` with a schedule
       (default: the constant learning rate itself).
-    mask: a tree (or prefix) of bools, or ``params -> tree``; ``False`` leaves
-      are not decayed.
+    mask: which leaves decay: ``None`` (all), a path regex (``re.search`` on
+      ``a/b/c`` paths; also inside :func:`matrix_partition`), or, on ordinary
+      trees, a tree (or prefix) of bools or ``params -> tree``.
 
   Examples:
     >>> import jax.numpy as jnp
@@ -60,8 +88,10 @@ def decoupled_weight_decay(
     >>> u.tolist()
     [-0.05000000074505806, -0.05000000074505806]
   """
-  if mode not in ("coupled", "independent"):
-    raise ValueError(f"unknown weight decay mode {mode!r}; valid: ('coupled', 'independent').")
+  if mode not in WEIGHT_DECAY_MODES:
+    raise ValueError(f"unknown weight decay mode {mode!r}; valid: {WEIGHT_DECAY_MODES}.")
+  validation.check_nonnegative(weight_decay, "weight_decay")
+  validation.check_learning_rate(learning_rate)
   if mode == "independent" and callable(learning_rate) and peak_learning_rate is None:
     raise ValueError("mode='independent' with a learning-rate schedule needs peak_learning_rate.")
 
@@ -76,10 +106,14 @@ def decoupled_weight_decay(
     factor = lr
     if mode == "independent":
       factor = lr / (learning_rate if peak_learning_rate is None else peak_learning_rate)
-    mask_tree = _resolve_mask(mask, updates)
-    out = jax.tree.map(
-        lambda u, p, m: (u - factor * weight_decay * p).astype(u.dtype) if m else u,
-        updates, params, mask_tree)
+
+    def decay(u, p, m):
+      if m is False:
+        return u
+      scale = factor * weight_decay if m is True else factor * weight_decay * m
+      return (u - scale * p).astype(u.dtype)
+
+    out = jax.tree.map(decay, updates, params, _factors(mask, updates))
     return out, WeightDecayState(count=optax.safe_increment(state.count))
 
   return optax.GradientTransformation(init_fn, update_fn)

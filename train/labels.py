@@ -1,31 +1,26 @@
-"""Param labelling for optimizers: Muon dimension numbers and QK-clip specs.
+"""The trainer's map from model parameter paths to optimizer choices (MaxText's muon_utils idea).
 
-Both functions take a param tree (a pure nested dict of arrays, or an `nnx.State`) and return a
-tree of the same structure, keyed on the parameter paths produced by `models.transformer`:
-hidden projections `.../attn/{q,k,v,o}/kernel` and `.../mlp/{gate,up,down}/kernel` are matrices
-`[fan_in, fan_out]` (or `[L, fan_in, fan_out]` when layers are scanned); everything else
-(embedding, LM head, norm scales) is routed to AdamW with `None`.
+The model (`models/`) knows nothing of optimizers; this module reads its parameter paths with
+the project's one path classifier (`optax_muon.path_kind`): hidden projections
+`.../attn/{q,k,v,o}/kernel` and `.../mlp/{gate,up,down}/kernel` are Muon matrices
+`[fan_in, fan_out]` (`[L, fan_in, fan_out]` with scanned layers); everything else (embedding,
+LM head, norm scales) goes to AdamW (`None`). QK-clip specs mark the query and key kernels.
 """
 
 from typing import Any
 
 import jax
+import optax_muon as om
 from optax.contrib import MuonDimensionNumbers
 
 from models.config import ModelConfig
 from models.transformer import layer_name
 
-HIDDEN_MATRICES = frozenset({"q", "k", "v", "o", "gate", "up", "down"})
+HIDDEN_KINDS = frozenset({"q", "k", "v", "o", "gate", "up", "down"})
 
 
-def _path_names(path) -> tuple:
-  return tuple(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k))) for k in path)
-
-
-def _kernel_owner(names: tuple) -> Any:
-  """The module name owning a `kernel` leaf (e.g. "q"), or None for other leaves."""
-  names = tuple(n for n in names if n != "value")  # `nnx.Variable` nodes add a "value" key.
-  return names[-2] if len(names) >= 2 and names[-1] == "kernel" else None
+def _kind(path) -> str:
+  return om.path_kind(om.path_to_str(path))
 
 
 def dimension_numbers(params) -> Any:
@@ -34,7 +29,7 @@ def dimension_numbers(params) -> Any:
   `(reduction_axis=0, output_axis=1)` for 2-D kernels and `(1, 2)` for scanned `[L, in, out]`.
   """
   def label(path, x):
-    if _kernel_owner(_path_names(path)) not in HIDDEN_MATRICES:
+    if _kind(path) not in HIDDEN_KINDS:
       return None
     lead = x.ndim - 2
     return MuonDimensionNumbers(reduction_axis=lead, output_axis=lead + 1)
@@ -56,19 +51,18 @@ def qk_clip_specs(params, cfg: ModelConfig) -> Any:
   """
   if cfg.scan_layers:
     raise ValueError("QK-clip needs per-layer kernels: set model.scan_layers=False.")
-  import optax_muon  # pylint: disable=g-import-not-at-top  # Optional until the library lands.
 
   def spec(path, x):
-    names = _path_names(path)
-    owner = _kernel_owner(names)
-    if owner not in ("q", "k") or x.ndim != 2:
+    kind = _kind(path)
+    if kind not in ("q", "k") or x.ndim != 2:
       return None
+    names = om.path_to_str(path).split("/")
     layer = layer_name(int(names[names.index("layers") + 1]))
-    return optax_muon.QKClipSpec(
+    return om.QKClipSpec(
         layer=layer,
-        role="query" if owner == "q" else "key",
+        role="query" if kind == "q" else "key",
         head_axis=1,
-        num_heads=cfg.n_heads if owner == "q" else cfg.n_kv_heads,
+        num_heads=cfg.n_heads if kind == "q" else cfg.n_kv_heads,
         shared_keys=cfg.n_kv_heads < cfg.n_heads)
 
   return jax.tree_util.tree_map_with_path(spec, params)

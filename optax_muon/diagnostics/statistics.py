@@ -1,4 +1,4 @@
-"""Per-matrix spectral statistics (ALGORITHMS.md §5, §7, §8), jit-friendly.
+"""Per-matrix spectral statistics (docs/algorithms.md, "Spectral diagnostics"), jit-friendly.
 
 Every function takes ``[B, m, n]`` stacks (``B`` independent matrices, Flax
 layout ``[fan_in, fan_out]``: an output neuron is a *column*) and returns plain
@@ -19,8 +19,6 @@ dicts of ``[B]`` float32 arrays, so the results are pytrees that run under
 * :func:`matrix_group`: ``(layer type, depth bucket)`` from a parameter path.
 """
 
-from __future__ import annotations
-
 import math
 import re
 from typing import Any, Mapping, Sequence
@@ -30,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from optax_muon._src import coefficients as coeffs_lib
+from optax_muon._src import path_kinds
 from optax_muon._src import power_iteration as pi
 
 __all__ = [
@@ -211,17 +210,16 @@ def weight_spectral_norm(w: jax.Array, v: jax.Array | None = None, *, iters: int
     3.0
   """
   w = _stack(w).astype(jnp.float32)
-  if v is None:
-    v = pi.init_right_vectors(w.shape[0], w.shape[2])
   if exact:
-    return singular_values(w)[:, 0], v
+    return singular_values(w)[:, 0], (pi.start_vectors(w.shape[0], w.shape[2]) if v is None
+                                      else v)
   sigma, _, v = pi.top_singular_triplet(w, v, iters)
   return sigma, v
 
 
 def row_factors(w: jax.Array, *, spectral_norm: jax.Array | None = None
                 ) -> dict[str, jax.Array]:
-  """Row-magnitude and row-coherence factors of ``W`` (ALGORITHMS.md §5).
+  """Row-magnitude and row-coherence factors of ``W`` (docs/algorithms.md, "Muown").
 
   With ``r`` the per-output-neuron norms (Flax: column norms, over axis 0),
   ``D = W/diag(r)``, ``C = DᵀD`` and ``P = diag(r/max r)``:
@@ -274,27 +272,20 @@ def attention_logit_summary(max_logits: Mapping[str, jax.Array],
   return out
 
 
-_TYPE_RE = re.compile(r"(?:^|/)(q|k|v|o|gate|up|down|wq|wk|wv|wo|w1|w2|w3|query|key|value|out)"
-                      r"(?:/|$)")
-_TYPE_ALIASES = {"wq": "q", "wk": "k", "wv": "v", "wo": "o", "query": "q", "key": "k",
-                 "value": "v", "out": "o", "w1": "gate", "w3": "up", "w2": "down"}
 _LAYER_RE = re.compile(r"(?:^|/)(?:layers?|blocks?|h)[/_](\d+)(?:/|$)")
 
 
 def layer_type(path: str) -> str:
-  """``q``/``k``/``v``/``o``/``gate``/``up``/``down`` from a parameter path, else ``other``.
+  """``q``/``k``/``v``/``o``/``qkv``/``gate``/``up``/``down`` from a parameter path, else ``other``.
+
+  The project's one path classifier (:func:`optax_muon.path_kind`) decides.
 
   Examples:
     >>> layer_type("layers/3/attn/q/kernel"), layer_type("layers/mlp/down/kernel")
     ('q', 'down')
   """
-  m = None
-  for m in _TYPE_RE.finditer(path):
-    pass
-  if m is None:
-    return "other"
-  name = m.group(1)
-  return _TYPE_ALIASES.get(name, name)
+  kind = path_kinds.path_kind(path)
+  return kind if kind in path_kinds.HIDDEN_KINDS else "other"
 
 
 def layer_index(path: str) -> int | None:

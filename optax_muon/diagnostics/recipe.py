@@ -1,4 +1,4 @@
-"""A layer-aware Newton–Schulz recipe from measured momentum spectra (ALGORITHMS.md §8).
+"""A layer-aware Newton–Schulz recipe from measured momentum spectra (docs/algorithms.md, "Spectral diagnostics").
 
 The Spectral Scaling Laws of Muon observe that, after burn-in, the quantiles of
 the Frobenius-normalized momentum spectrum follow power laws in model size,
@@ -12,8 +12,6 @@ aliases' per-leaf ``ns_schedule``/``ns_steps`` mappings (``{regex: value}``,
 ``re.search`` on leaf paths, first match wins).
 """
 
-from __future__ import annotations
-
 import json
 import math
 import os
@@ -22,6 +20,7 @@ from typing import Any, Iterable, Mapping, NamedTuple, Sequence
 import numpy as np
 
 from optax_muon._src import coefficients as coeffs_lib
+from optax_muon.diagnostics import statistics
 
 __all__ = [
     "PowerLaw",
@@ -34,7 +33,6 @@ __all__ = [
     "group_regex",
 ]
 
-NS_VARIANTS_PATH = os.path.join("benchmarks", "results", "ns_variants.json")
 _NORMALIZATION_OVERHEAD = {"frobenius": 0.0, "schatten4": 0.0, "aol": 0.05, "spectral": 0.2}
 
 
@@ -119,8 +117,10 @@ def analytic_candidates(schedules: Iterable[str] = ("jordan", "polar_express", "
   return out
 
 
-def load_candidates(path: str = NS_VARIANTS_PATH) -> list[NSCandidate] | None:
-  """Candidates from a benchmark table (``ns_variants.json``); ``None`` if absent/unreadable.
+def load_candidates(path: str) -> list[NSCandidate] | None:
+  """Candidates from a measured table (e.g. the repo's ``benchmarks/results/ns_variants.json``).
+
+  Returns ``None`` if the file is absent or unreadable.
 
   Accepts a list of rows or ``{"rows": [...]}`` / ``{"candidates": [...]}``; each
   row needs ``schedule``, ``normalization``, ``steps``, ``threshold`` (``{level: σ}``)
@@ -160,11 +160,10 @@ def group_regex(group: str, n_layers: int | None = None, buckets: int = 4) -> st
     >>> group_regex("down/d0")
     '(?:^|/)down/kernel$'
   """
-  from optax_muon._src import diagnostics as diag_lib  # pylint: disable=g-import-not-at-top
   typ, _, bucket = group.partition("/d")
   if n_layers is None or not bucket:
     return f"(?:^|/){typ}/kernel$"
-  layers = [i for i in range(n_layers) if diag_lib.depth_bucket(i, n_layers, buckets) == int(bucket)]
+  layers = [i for i in range(n_layers) if statistics.depth_bucket(i, n_layers, buckets) == int(bucket)]
   return f"(?:^|/)layers/(?:{'|'.join(map(str, layers))})/(?:.*/)?{typ}/kernel$"
 
 
