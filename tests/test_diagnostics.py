@@ -199,8 +199,11 @@ def test_diagnostics_off_gives_identical_hlo():
                   optax_muon.spectral_scale("moonlight", rms=0.2)),
       optax.scale_by_learning_rate(1e-3),
       optax_muon.decoupled_weight_decay(0.1, 1e-3))
-  adam = optax.adamw(1e-3, b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.1)
-  by_hand = optax_muon.skip_nonfinite(optax_muon.matrix_partition(matrix_chain, adam))
+  adam = optax.chain(optax.scale_by_adam(b1=0.9, b2=0.95, eps=1e-8),
+                     optax.scale_by_learning_rate(1e-3),
+                     optax_muon.decoupled_weight_decay(0.1, 1e-3))
+  by_hand = optax_muon.matrix_partition(matrix_chain, adam, stack_others=True,
+                                        skip_nonfinite=True)
   assert hlo(by_hand) == base
   assert hlo(optax_muon.muown(1e-3, diagnostics=None)) == hlo(optax_muon.muown(1e-3))
   for op in ("svd", "eigh", "gesdd", "syevd"):

@@ -70,7 +70,7 @@ def test_muown_neuron_norms_equal_magnitudes_every_step():
     grads = jax.tree.map(lambda p: jax.random.normal(jax.random.key(10 + i), p.shape), params)
     u, state = step(grads, state, params)
     params = optax.apply_updates(params, u)
-    g = state.inner_state.matrix[0].magnitude  # per group of same-shaped matrices
+    g = state.matrix[0].magnitude  # per group of same-shaped matrices
     np.testing.assert_allclose(_neuron_norms(params["w"]), np.abs(g["40x20"][0]), rtol=1e-5)
     for layer in range(2):
       np.testing.assert_allclose(_neuron_norms(params["stack"][layer]),

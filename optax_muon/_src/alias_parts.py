@@ -1,6 +1,7 @@
 """What the optimizer aliases share: argument checks, docs, AdamW for the rest, assembly.
 
-Every alias is ``skip_nonfinite(matrix_partition(<its matrix chain>, <AdamW>))``;
+Every alias is ``matrix_partition(<its matrix chain>, <AdamW>, stack_others=True,
+skip_nonfinite=True)``;
 the matrix chains start from :func:`scale_by_muon`. The argument docs that the
 aliases share are written once here and spliced into each docstring where it
 says ``@@name@@``.
@@ -14,7 +15,6 @@ import optax
 
 from optax_muon._src import dimension_numbers as dn
 from optax_muon._src import matrices
-from optax_muon._src import nonfinite
 from optax_muon._src import validation
 from optax_muon._src import weight_decay as wd_lib
 
@@ -90,20 +90,25 @@ def check_common(learning_rate, *, beta, weight_decay, adam_b1, adam_b2, adam_ep
 def adamw_for_others(learning_rate, *, adam_learning_rate, b1, b2, eps, weight_decay,
                      adam_weight_decay, weight_decay_mask, mu_dtype=None,
                      nesterov=False) -> optax.GradientTransformation:
-  """The AdamW for embeddings, head, norms and biases (same ``λ`` unless overridden)."""
-  return optax.adamw(
-      learning_rate if adam_learning_rate is None else adam_learning_rate,
-      b1=b1, b2=b2, eps=eps, mu_dtype=mu_dtype, nesterov=nesterov,
-      weight_decay=weight_decay if adam_weight_decay is None else adam_weight_decay,
-      mask=wd_lib.path_mask(weight_decay_mask))
+  """The AdamW for embeddings, head, norms and biases (same ``λ`` unless overridden).
+
+  Equal to ``optax.adamw`` (``−η·(adam + λW)``), written with a decay that takes
+  path masks on the shape-grouped stacks ``matrix_partition`` hands it.
+  """
+  lr = learning_rate if adam_learning_rate is None else adam_learning_rate
+  return optax.chain(
+      optax.scale_by_adam(b1=b1, b2=b2, eps=eps, mu_dtype=mu_dtype, nesterov=nesterov),
+      optax.scale_by_learning_rate(lr),
+      wd_lib.decoupled_weight_decay(weight_decay if adam_weight_decay is None
+                                    else adam_weight_decay, lr, mask=weight_decay_mask))
 
 
 def assemble(matrix_chain: optax.GradientTransformation, others: optax.GradientTransformation,
              dimension_numbers: dn.DimensionNumbersSpec, skip_nonfinite: bool
              ) -> optax.GradientTransformationExtraArgs:
-  """``skip_nonfinite(matrix_partition(matrix_chain, others, dimension_numbers))``."""
-  tx = matrices.matrix_partition(matrix_chain, others, dimension_numbers)
-  return nonfinite.skip_nonfinite(tx) if skip_nonfinite else tx
+  """``matrix_partition`` with the other leaves stacked too and the non-finite check inside."""
+  return matrices.matrix_partition(matrix_chain, others, dimension_numbers, stack_others=True,
+                                   skip_nonfinite=skip_nonfinite)
 
 
 

@@ -33,6 +33,7 @@ import optax
 
 from optax_muon._src import dimension_numbers as dn
 from optax_muon._src import distributed
+from optax_muon._src import nonfinite
 
 __all__ = [
     "Group",
@@ -50,24 +51,28 @@ __all__ = [
 
 
 class Member(NamedTuple):
-  """One matrix leaf inside a :class:`Group` (static)."""
+  """One leaf inside a :class:`Group` (static)."""
 
   path: str
   leaf: int  # position in jax.tree.leaves(tree)
-  layout: dn.MatrixLayout
+  layout: dn.MatrixLayout | None  # None: a non-matrix leaf, one row of its group
   start: int  # first row of its matrices in the group's stack
 
   @property
   def rows(self) -> int:
-    return self.layout.batch
+    return 1 if self.layout is None else self.layout.batch
 
 
 class Group(NamedTuple):
-  """Same-shaped matrices stacked as one ``[rows, fan_in, fan_out]`` array (static)."""
+  """Same-shaped matrices stacked as one ``[rows, fan_in, fan_out]`` array (static).
 
-  name: str  # "<fan_in>x<fan_out>"
-  fan_in: int
-  fan_out: int
+  A group of non-matrix leaves (``fan_in = fan_out = None``, see
+  ``matrix_partition(stack_others=True)``) stacks them as ``[rows, *shape]``.
+  """
+
+  name: str  # "<fan_in>x<fan_out>", or "leaf:<shape>" for non-matrix leaves
+  fan_in: int | None
+  fan_out: int | None
   members: tuple[Member, ...]
 
   @property
@@ -127,6 +132,8 @@ class MatrixStacks:
     for g, v in self.items():
       for m in g.members:
         def part(x, m=m, g=g):
+          if m.layout is None:
+            return x[m.start]
           x = x[m.start:m.start + m.rows]
           if tuple(x.shape) == (m.rows, g.fan_in, g.fan_out):
             return dn.from_matrices(x, m.layout)
@@ -176,10 +183,23 @@ class MatrixPlan(NamedTuple):
   paths: tuple[str, ...]
   layouts: tuple[dn.MatrixLayout | None, ...]
   groups: tuple[Group, ...]
+  other_groups: tuple[Group, ...] = ()  # same-shaped non-matrix leaves (when asked for)
 
   @property
   def members(self) -> tuple[Member, ...]:
-    return tuple(m for g in self.groups for m in g.members)
+    return tuple(m for g in self.groups + self.other_groups for m in g.members)
+
+  def with_other_groups(self, leaves: list[Any]) -> "MatrixPlan":
+    """This plan with the non-matrix leaves grouped by shape (each one row)."""
+    by_shape: dict[tuple[int, ...], list[int]] = {}
+    for i, (x, lay) in enumerate(zip(leaves, self.layouts)):
+      if lay is None:
+        by_shape.setdefault(tuple(getattr(x, "shape", ())), []).append(i)
+    groups = tuple(
+        Group(f"leaf:{'x'.join(map(str, shape)) or 'scalar'}", None, None,
+              tuple(Member(self.paths[i], i, None, k) for k, i in enumerate(idx)))
+        for shape, idx in by_shape.items())
+    return self._replace(other_groups=groups)
 
   def leaves(self, tree: Any, what: str = "tree") -> list[Any]:
     try:
@@ -187,14 +207,20 @@ class MatrixPlan(NamedTuple):
     except (ValueError, TypeError) as e:
       raise ValueError(f"{what} does not have the structure of the parameters: {e}") from None
 
-  def stack(self, tree: Any, what: str = "tree") -> MatrixStacks:
-    """The matrices of ``tree`` (structured like the planned tree) as stacks."""
+  def stack(self, tree: Any, what: str = "tree", others: bool = False) -> MatrixStacks:
+    """The matrices of ``tree`` (structured like the planned tree) as stacks.
+
+    With ``others``, the grouped non-matrix leaves instead (``[rows, *shape]``).
+    """
     leaves = self.leaves(tree, what)
     values = []
-    for g in self.groups:
-      parts = [dn.to_matrices(leaves[m.leaf], m.layout) for m in g.members]
+    for g in (self.other_groups if others else self.groups):
+      if others:
+        parts = [leaves[m.leaf][None] for m in g.members]
+      else:
+        parts = [dn.to_matrices(leaves[m.leaf], m.layout) for m in g.members]
       values.append(parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=0))
-    return MatrixStacks(self.groups, tuple(values))
+    return MatrixStacks(self.other_groups if others else self.groups, tuple(values))
 
   def unstack(self, stacks: MatrixStacks, leaves: list[Any],
               rows: tuple[jax.Array, ...] | None = None) -> list[Any]:
@@ -205,16 +231,16 @@ class MatrixPlan(NamedTuple):
     shape for all same-shaped leaves, where static offsets compile one each.
     """
     out = list(leaves)
-    k = 0
+    start = {m.leaf: r for m, r in zip(self.members, rows)} if rows is not None else {}
     for g, stack in stacks.items():
       for m in g.members:
-        if rows is None or (len(g.members) == 1 and m.rows == stack.shape[0]):
+        if m.leaf not in start or len(g.members) == 1:
           part = stack if len(g.members) == 1 else stack[m.start:m.start + m.rows]
         else:
-          part = jax.lax.dynamic_slice_in_dim(stack, rows[k], m.rows, axis=0)
+          part = jax.lax.dynamic_slice_in_dim(stack, start[m.leaf], m.rows, axis=0)
         ref = leaves[m.leaf]
-        out[m.leaf] = dn.from_matrices(part, m.layout).astype(getattr(ref, "dtype", part.dtype))
-        k += 1
+        part = part[0] if m.layout is None else dn.from_matrices(part, m.layout)
+        out[m.leaf] = part.astype(getattr(ref, "dtype", part.dtype))
     return out
 
   def others(self, tree: Any) -> Any:
@@ -402,9 +428,10 @@ class PlannedRows:
 
 
 class MatrixPartitionState(NamedTuple):
-  rows: PlannedRows  # int32 scalar per matrix leaf: its start row in its group.
+  rows: PlannedRows  # int32 scalar per grouped leaf: its start row in its group.
   matrix: Any  # state of the matrix transform (over MatrixStacks).
-  other: Any  # state of the other transform (tree like params, None at matrices).
+  other: Any  # state of the other transform (stacks, or a tree like params).
+  skipped_steps: Any  # int32 scalar: steps skipped for non-finite values (None: not checked).
 
 
 def _planned(plan: MatrixPlan, leaves: list[Any]) -> tuple[Any, ...]:
@@ -414,10 +441,10 @@ def _planned(plan: MatrixPlan, leaves: list[Any]) -> tuple[Any, ...]:
 
 
 class _Opaque:
-  """A leaf standing for the shape-grouped matrix state when no parameters are given."""
+  """A leaf standing for the shape-grouped state when no parameters are given."""
 
   def __repr__(self) -> str:
-    return "<matrix stacks>"
+    return "<stacks>"
 
 
 _OPAQUE = _Opaque()
@@ -443,10 +470,25 @@ def _check_shapes(plan: MatrixPlan, updates: list[Any], params: list[Any]) -> No
                        f"shape {tuple(ps)}.")
 
 
+def _check_planned(plan: MatrixPlan, leaves: list[Any], state_rows: PlannedRows) -> None:
+  planned = _planned(plan, leaves)
+  if planned == state_rows.planned:
+    return
+  mine = {m.path for m in plan.members} | {q for q, _ in planned[1]}
+  theirs = ({m.path for g in state_rows.planned[0] for m in g.members}
+            | {q for q, _ in state_rows.planned[1]})
+  raise ValueError("the optimizer state was made for other parameters: only in the state: "
+                   f"{sorted(theirs - mine)[:8]}, only in the updates: "
+                   f"{sorted(mine - theirs)[:8]} (or shapes differ).")
+
+
 def matrix_partition(
     matrix_transform: optax.GradientTransformation,
     other_transform: optax.GradientTransformation,
     dimension_numbers: dn.DimensionNumbersSpec = None,
+    *,
+    stack_others: bool = False,
+    skip_nonfinite: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
   """Matrices (as shape-grouped stacks) to one transform, every other leaf to another.
 
@@ -454,17 +496,30 @@ def matrix_partition(
   :func:`default_matrix_rule`): ``matrix_transform`` sees
   :class:`MatrixStacks` of updates, its state and the params as stacks;
   ``other_transform`` sees the tree with ``None`` in place of the matrices (no
-  ``MaskedNode``: ``nnx.Optimizer`` and orbax restores work). A branch with no
+  ``MaskedNode``: ``nnx.Optimizer`` and orbax restores work), or, with
+  ``stack_others``, the other leaves stacked by shape too. A branch with no
   leaves is not called. Gradients shaped unlike their parameter, and integer
   parameters, raise ``ValueError`` naming the path. On a mesh with Explicit
   axes the update runs in Auto mode and hands back updates and state in the
   shardings they came in.
+
+  Everything per-leaf is done once per group, so the compiled update grows by
+  a handful of instructions per layer: leaves are concatenated into their
+  group's stack on the way in and sliced out (at start rows kept in the state,
+  so all same-shaped leaves share one kernel) on the way out.
 
   Args:
     matrix_transform: runs on the matrix stacks (e.g. a Muon chain).
     other_transform: runs on everything else (e.g. ``optax.adamw``).
     dimension_numbers: which leaves are matrices and how (see
       :func:`resolve_dimension_numbers`); ``None`` = :func:`default_matrix_rule`.
+    stack_others: hand ``other_transform`` the non-matrix leaves stacked by
+      shape (``[rows, *shape]``). Exact for elementwise transforms (Adam, SGD,
+      Lion, decoupled decay with path masks); not for transforms that look at a
+      leaf's shape (Adafactor) or at the tree (global clipping).
+    skip_nonfinite: skip a step whose gradients or updates are not finite: zero
+      updates, both states unchanged, one more ``skipped_steps`` in the state
+      (checked once per group, see :func:`skip_nonfinite`).
 
   Examples:
     >>> import jax.numpy as jnp, optax, optax_muon
@@ -480,47 +535,61 @@ def matrix_partition(
 
   def plan(tree):
     p = plan_matrices(tree, dimension_numbers, default_rule=dn.default_matrix_rule)
-    _check_floats(p, p.leaves(tree))
-    return p
+    leaves = p.leaves(tree)
+    _check_floats(p, leaves)
+    return p.with_other_groups(leaves) if stack_others else p
+
+  def others_of(p, tree, what="tree"):
+    return p.stack(tree, what, others=True) if stack_others else p.others(tree)
 
   def init_fn(params):
     if _is_placeholder(params):
       # optax.tree.map_params inits on a leafless stand-in for the parameters to find
-      # the state's parameter-shaped parts; the matrix branch has none (its buffers
-      # are shape-grouped stacks), so it is an opaque leaf there.
-      return MatrixPartitionState(_OPAQUE, _OPAQUE, other_transform.init(params))
+      # the state's parameter-shaped parts; the stacks have none, so they are opaque.
+      other = _OPAQUE if stack_others else other_transform.init(params)
+      return MatrixPartitionState(_OPAQUE, _OPAQUE, other, _OPAQUE if skip_nonfinite else None)
     p = plan(params)
     rows = PlannedRows(tuple(jnp.asarray(m.start, jnp.int32) for m in p.members),
                        _planned(p, p.leaves(params)))
-    return MatrixPartitionState(rows, matrix_transform.init(p.stack(params)),
-                                other_transform.init(p.others(params)))
+    return MatrixPartitionState(
+        rows, matrix_transform.init(p.stack(params)), other_transform.init(others_of(p, params)),
+        jnp.zeros([], jnp.int32) if skip_nonfinite else None)
 
   def run(updates, state, params, extra):
     p = plan(updates)
     leaves = p.leaves(updates)
     if params is not None:
       _check_shapes(p, leaves, p.leaves(params, "params"))
-    if _planned(p, leaves) != state.rows.planned:
-      mine = {m.path for m in p.members} | {q for q, _ in _planned(p, leaves)[1]}
-      theirs = ({m.path for g in state.rows.planned[0] for m in g.members}
-                | {q for q, _ in state.rows.planned[1]})
-      raise ValueError("the optimizer state was made for other parameters: "
-                       f"only in the state: {sorted(theirs - mine)[:8]}, only in the "
-                       f"updates: {sorted(mine - theirs)[:8]} (or shapes differ).")
-    matrix_state, other_state = state.matrix, state.other
+    _check_planned(p, leaves, state.rows)
+    has_others = bool(p.other_groups) if stack_others else p.has_others
+    matrices_in = p.stack(updates)
+    others_in = others_of(p, updates)
+    matrices_out, matrix_state = matrices_in, state.matrix
+    others_out, other_state = others_in, state.other
     if p.groups:
-      stacks, matrix_state = matrix_transform.update(
-          p.stack(updates), matrix_state, None if params is None else p.stack(params, "params"),
+      matrices_out, matrix_state = matrix_transform.update(
+          matrices_in, state.matrix, None if params is None else p.stack(params, "params"),
           **extra)
-      leaves = p.unstack(stacks, leaves, state.rows.rows)
-    if p.has_others:
-      other, other_state = other_transform.update(
-          p.others(updates), other_state, None if params is None else p.others(params), **extra)
-      for i, x in enumerate(p.leaves(other)):
+    if has_others:
+      others_out, other_state = other_transform.update(
+          others_in, state.other, None if params is None else others_of(p, params, "params"),
+          **extra)
+    skipped = state.skipped_steps
+    if skip_nonfinite:
+      ok = nonfinite.all_finite((matrices_in, others_in, matrices_out, others_out))
+      (matrices_out, others_out), (matrix_state, other_state), skipped = nonfinite.keep_if(
+          ok, (matrices_out, others_out), (matrix_state, other_state),
+          (state.matrix, state.other), skipped)
+    if p.groups:
+      leaves = p.unstack(matrices_out, leaves, state.rows.rows)
+    if has_others and stack_others:
+      leaves = p.unstack(others_out, leaves, state.rows.rows)
+    elif has_others:
+      for i, x in enumerate(p.leaves(others_out)):
         if p.layouts[i] is None:
           leaves[i] = x
     return p.treedef.unflatten(leaves), MatrixPartitionState(state.rows, matrix_state,
-                                                             other_state)
+                                                             other_state, skipped)
 
   def update_fn(updates, state, params=None, **extra):
     step = lambda u, s, p: run(u, s, p, extra)
@@ -534,4 +603,3 @@ def matrix_partition(
     return step(updates, state, params)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
-

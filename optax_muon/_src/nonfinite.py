@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-__all__ = ["SkipNonFiniteState", "skip_nonfinite", "skipped_steps", "all_finite"]
+__all__ = ["SkipNonFiniteState", "skip_nonfinite", "skipped_steps", "all_finite", "keep_if"]
 
 
 class SkipNonFiniteState(NamedTuple):
@@ -15,9 +15,27 @@ class SkipNonFiniteState(NamedTuple):
 
 
 def all_finite(tree: Any) -> jax.Array:
-  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
-            if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)]
-  return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
+  """Whether every float entry of ``tree`` is finite (a scalar bool).
+
+  Per leaf ``sum(x·0)``: 0 when every entry is finite, NaN as soon as one is
+  NaN or ±Inf. A float sum compiles to one ordinary reduction, where a boolean
+  ``all(isfinite(x))`` becomes a tree of reduce-windows on CPU (13 s of
+  compile time for a 4-layer model).
+  """
+  leaves = [jnp.sum(x * jnp.zeros((), x.dtype), dtype=jnp.float32)
+            for x in jax.tree.leaves(tree) if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)]
+  return jnp.isfinite(jnp.sum(jnp.stack(leaves))) if leaves else jnp.asarray(True)
+
+
+def keep_if(ok: jax.Array, updates: Any, new_state: Any, old_state: Any, skipped: jax.Array):
+  """``(updates, new_state, skipped)`` if ``ok``, else ``(zeros, old_state, skipped + 1)``."""
+  # One scalar, computed once. Left as an expression, XLA fuses its whole reduction
+  # into every select below: HLO quadratic in the number of leaves (117 s of
+  # compile for 16 layers). A conditional is a fusion boundary.
+  ok = jax.lax.cond(ok, lambda: jnp.asarray(True), lambda: jnp.asarray(False))
+  updates = jax.tree.map(lambda u: jnp.where(ok, u, jnp.zeros_like(u)), updates)
+  new_state = jax.tree.map(lambda n, o: jnp.where(ok, n, o), new_state, old_state)
+  return updates, new_state, skipped + jnp.where(ok, 0, 1).astype(jnp.int32)
 
 
 def skip_nonfinite(inner: optax.GradientTransformation) -> optax.GradientTransformationExtraArgs:
@@ -39,10 +57,9 @@ def skip_nonfinite(inner: optax.GradientTransformation) -> optax.GradientTransfo
 
   def update_fn(updates, state, params=None, **extra):
     new_updates, new_inner = inner.update(updates, state.inner_state, params, **extra)
-    ok = jnp.logical_and(all_finite(updates), all_finite(new_updates))
-    new_updates = jax.tree.map(lambda u: jnp.where(ok, u, jnp.zeros_like(u)), new_updates)
-    new_inner = jax.tree.map(lambda n, o: jnp.where(ok, n, o), new_inner, state.inner_state)
-    skipped = state.skipped_steps + jnp.where(ok, 0, 1).astype(jnp.int32)
+    ok = all_finite((updates, new_updates))
+    new_updates, new_inner, skipped = keep_if(ok, new_updates, new_inner, state.inner_state,
+                                              state.skipped_steps)
     return new_updates, SkipNonFiniteState(skipped, new_inner)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
@@ -59,7 +76,9 @@ def skipped_steps(opt_state: Any) -> jax.Array:
     >>> int(skipped_steps(s))
     1
   """
-  found = [x.skipped_steps for x in jax.tree.leaves(
-      opt_state, is_leaf=lambda x: isinstance(x, SkipNonFiniteState))
-           if isinstance(x, SkipNonFiniteState)]
+  # The wrapper's state and matrix_partition's (skip_nonfinite=True) both carry the count.
+  has_count = lambda x: (isinstance(x, tuple) and "skipped_steps" in getattr(x, "_fields", ())
+                         and hasattr(x.skipped_steps, "shape"))
+  found = [x.skipped_steps for x in jax.tree.leaves(opt_state, is_leaf=has_count)
+           if has_count(x)]
   return sum(found, jnp.zeros([], jnp.int32))

@@ -36,4 +36,5 @@ def normuon(learning_rate: optax.ScalarOrSchedule, *, beta: float = 0.95, b2: fl
       om.decoupled_weight_decay(weight_decay, learning_rate),
   )
   adamw = optax.adamw(learning_rate, b1=0.9, b2=adam_b2, weight_decay=weight_decay)
-  return om.skip_nonfinite(om.matrix_partition(matrix_chain, adamw, dimension_numbers))
+  return om.matrix_partition(matrix_chain, adamw, dimension_numbers, stack_others=True,
+                             skip_nonfinite=True)

@@ -52,7 +52,7 @@ def _factors(mask: Any, updates: Any) -> Any:
                        f"regex (str), got {mask!r}.")
     regex = re.compile(mask)
     return updates.map(lambda g, u: matrices.row_mask(g, lambda p: bool(regex.search(p)))
-                       .astype(u.dtype)[:, None, None])
+                       .astype(u.dtype).reshape((-1,) + (1,) * (u.ndim - 1)))
   if mask is None:
     return jax.tree.map(lambda _: True, updates)
   if isinstance(mask, str):
