@@ -44,6 +44,34 @@ def machine_info() -> dict[str, Any]:
   }
 
 
+class TooBusy(SystemExit):
+  """Raised (exit status 3) when the machine is too loaded for timings worth writing."""
+
+
+def check_load(allow: bool, when: str) -> tuple[float, float, float] | None:
+  """The 1/5/15-minute load averages; refuses (``TooBusy``) above the core count.
+
+  Every timing benchmark calls it before it starts and again before it writes
+  results: times taken while other work shares the cores are not written unless
+  ``allow`` (``--allow-load``) says so, and then the load stands beside them.
+  """
+  try:
+    load = os.getloadavg()
+  except OSError:  # pragma: no cover - not on every platform
+    return None
+  cores = os.cpu_count() or 1
+  if load[0] > cores and not allow:
+    raise TooBusy(f"load average {load[0]:.2f} {when} exceeds the {cores} cores: timings would "
+                  "measure the other work. Rerun on a quiet machine, or pass --allow-load to "
+                  "write them anyway (the load is recorded beside them).")
+  return load
+
+
+def add_load_argument(parser) -> None:
+  parser.add_argument("--allow-load", action="store_true",
+                      help="write results even when the load average exceeds the core count")
+
+
 def _jaxlib_version():
   try:
     import jaxlib

@@ -44,7 +44,7 @@ KINDS = ("q", "k", "v", "o", "gate", "up", "down")
 
 def momentum_buffers(opt_state) -> dict[tuple[str, ...], np.ndarray]:
   """The Muon momentum buffers (the matrix branch's ``MomentumState.mu``), keyed by param path."""
-  is_momentum = lambda x: isinstance(getattr(x, "mu", None), optax_muon.MatrixStacks)
+  is_momentum = lambda x: isinstance(x, optax_muon.MomentumState)
   out = {}
   for m in jax.tree.leaves(opt_state, is_leaf=is_momentum):
     if is_momentum(m):

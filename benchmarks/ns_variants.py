@@ -10,7 +10,7 @@ Every variant ``(schedule, normalization, steps)`` with schedule in ``jordan``,
 normalization in ``optax_muon.NORMALIZATIONS`` and steps 3…8 runs through
 ``optax_muon.orthogonalize`` on the same inputs. Reported per variant:
 
-* **Failure threshold** (ALGORITHMS.md §1): the smallest input singular value
+* **Failure threshold** (docs/algorithms.md, "Newton–Schulz"): the smallest input singular value
   whose output gain reaches ``level`` (levels 0.1, 0.5, 0.9), in units of
   ``σ / ‖X‖_F`` (plain Frobenius, no ν) for every normalization. The gain of
   direction ``i`` is ``g_i = u_iᵀ O v_i`` (exact numpy SVD of the input ``X``;
@@ -670,7 +670,7 @@ DEFINITIONS = """\
 - **Failure threshold** at level ℓ: the first upward crossing of g_i ≥ ℓ as σ grows
   (log-interpolated between neighbouring σ_i), as `ns_failure_threshold` defines it for the
   scalar map. ℓ = 0.5 and 0.9 (ε = 0.5, 0.1); 0.1 is also recorded. The "Jordan-5 threshold of
-  1e-3" is jordan×5 frobenius: 1.07e-3 at ℓ = 0.5 and 2.13e-3 at ℓ = 0.9 (ALGORITHMS.md §1).
+  1e-3" is jordan×5 frobenius: 1.07e-3 at ℓ = 0.5 and 2.13e-3 at ℓ = 0.9 (docs/algorithms.md, "Newton–Schulz").
 - **Analytic threshold**: `ns_failure_threshold(schedule, steps, ℓ) · c(X)/‖X‖_F`, with
   c = ν‖X‖_F (frobenius), ‖X‖_S4 = (Σσ⁴)^{1/4} (schatten4), min(1.05σ₁, (Σσ⁸)^{1/8}) (spectral,
   assuming the power iteration converged); none for AOL. On real matrices the effective
@@ -682,7 +682,7 @@ DEFINITIONS = """\
 - **Top-k polar error** `polar_e90`: ‖U_kᵀ O V_k − I_k‖₂, k = number of directions holding 90 % of
   Σσ² (`polar_top10`: k = 10 % of the rank); 0 for the exact polar factor UVᵀ. For the scalar
   normalizations it is max_{i≤k} |g_i − 1|. `orth_e90` = ‖(O V_k)ᵀ(O V_k) − I_k‖₂.
-- **Descent retained** = Σσ_i g_i / Σσ_i (ALGORITHMS.md §8), 1 for the exact polar factor.
+- **Descent retained** = Σσ_i g_i / Σσ_i (docs/algorithms.md, "Spectral diagnostics"), 1 for the exact polar factor.
 - **Cost**: median wall time of a jitted `orthogonalize` (float32 input; bf16 =
   `compute_dtype=jnp.bfloat16`), all kernels timed interleaved in one process; flops =
   steps·(4m²n + 2m³) + normalization extra (frobenius 3mn; schatten4 +2m²; spectral +20m²;

@@ -16,7 +16,7 @@ timed interleaved in one process:
 
 Reported per optimizer: tokens/s of the full step, the optimizer share
 ``(step - fwd+bwd) / step`` and ``update / step``, against the estimate of
-ALGORITHMS.md: Newton–Schulz costs ``T·(4m²n + 2m³)`` flops per ``m×n``
+docs/algorithms.md: Newton–Schulz costs ``T·(4m²n + 2m³)`` flops per ``m×n``
 matrix (m ≤ n, T iterations: ``XXᵀ``, the quadratic in ``A``, ``B·X``) while
 forward+backward of that matrix costs ``6·B·m·n`` for B tokens, so the overhead
 on the matrices is ``≈ T·m/B`` (square matrices: exactly ``T·m/B``). The
@@ -214,7 +214,7 @@ computes metrics, and forward+backward alone): with other jobs on the machine th
 step-to-step noise is larger than the optimizer's cost, so this column can even come out
 negative; read it only on an idle machine.
 
-The estimate (ALGORITHMS.md): one Newton–Schulz iteration on an m×n matrix (m ≤ n) costs
+The estimate (docs/algorithms.md): one Newton–Schulz iteration on an m×n matrix (m ≤ n) costs
 `4m²n + 2m³` flops (`A = XXᵀ`, `B = bA + cA²`, `BX`), so T iterations cost `≈ 6·T·m²n` when
 m ≈ n, while the matrix's forward+backward costs `6·B·m·n` for B tokens: the overhead on the
 matrices is `T·m/B` (here m = {est['m_max']} at most, T = 5 for Muon/Muown and 6 for Muon++

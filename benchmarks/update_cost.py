@@ -4,6 +4,7 @@
     python benchmarks/update_cost.py --small         # 12 layers, d_model 256, d_ff 1024
     python benchmarks/update_cost.py --quick         # --small, 2 layers, 3 repeats
     python benchmarks/update_cost.py --mesh [--small]  # the same on an 8-device CPU mesh (FSDP)
+    python benchmarks/update_cost.py --compile-sweep 6,12,24,48   # compile time vs depth
 
 Parameter tree (nested dicts): ``embed/embedding`` [vocab, d],
 ``layers/<i>/attn/{q,k,v,o}/kernel`` [d, d], ``layers/<i>/mlp/{gate,up}/kernel``
@@ -25,7 +26,17 @@ gradient and state leaf is sharded on its largest axis divisible by 8
 (replicated if none), the state via ``jax.jit(tx.init, out_shardings=...)``.
 ``GFLOP/device`` is the compiled step's per-device flop count (XLA's cost
 analysis): with whole matrices per device it is about total/8; when every
-device repeats the orthogonalization it is about the total.
+device repeats the orthogonalization it is about the total. ``peak temp MB`` is
+XLA's memory analysis of the compiled step: the temporary buffers it needs
+beyond its arguments and outputs (per device on the mesh).
+
+``--compile-sweep L1,L2,...``: d_model 128, d_ff 512, vocab 256, unstacked
+layers; per depth and optimizer, the time to compile one jitted
+``update + apply_updates`` and the compiled HLO's instruction count, all in one
+process, interleaved by depth.
+
+Timings are refused (exit 3) when the load average exceeds the core count,
+before the run or before writing, unless ``--allow-load``.
 """
 
 from __future__ import annotations
@@ -100,6 +111,7 @@ def optimizers(shapes: dict) -> dict[str, optax.GradientTransformation]:
       "optax_muon.muon": optax_muon.muon(LR),
       "optax_muon.muon_plus_plus": optax_muon.muon_plus_plus(LR),
       "optax_muon.muown": optax_muon.muown(LR),
+      "optax_muon.normuon": optax_muon.normuon(LR),
   }
 
 
@@ -147,6 +159,61 @@ def newton_schulz_balance(grads) -> dict:
               collectives(compiled(False, grads, 6)) - collectives(compiler)}
 
 
+def _hlo_instructions(compiled) -> int:
+  return sum(1 for line in compiled.as_text().splitlines() if " = " in line)
+
+
+def compile_sweep(layer_counts: list[int], allow_load: bool) -> None:
+  """Compile time and HLO size of one update (+ apply) against depth, side by side."""
+  load_start = _common.check_load(allow_load, "at the start")
+  info = _common.machine_info()
+  results: dict[str, dict[str, dict[str, float]]] = {}
+  for layers in layer_counts:
+    shapes = param_shapes(layers, 128, 512, 256)
+    params = jax.tree.map(lambda s: jnp.full(s, 0.01, jnp.float32), shapes, is_leaf=is_shape)
+    for name, tx in optimizers(shapes).items():
+      state = jax.eval_shape(tx.init, params)
+
+      def step(params, state, grads, tx=tx):
+        updates, state = tx.update(grads, state, params)
+        return optax.apply_updates(params, updates), state
+
+      lowered = jax.jit(step, donate_argnums=(0, 1)).lower(params, state, params)
+      t0 = time.perf_counter()
+      compiled = lowered.compile()
+      compile_s = time.perf_counter() - t0
+      results.setdefault(name, {})[str(layers)] = {
+          "compile_s": compile_s, "hlo_instructions": _hlo_instructions(compiled)}
+      print(f"{layers} layers {name}: compile {compile_s:.1f}s, "
+            f"{results[name][str(layers)]['hlo_instructions']} HLO instructions", flush=True)
+  load_end = _common.check_load(allow_load, "at the end")
+  command = "python benchmarks/update_cost.py --compile-sweep " + ",".join(map(str, layer_counts))
+  _common.write_json("update_cost_compile.json", {
+      "machine": info, "command": command, "loadavg_at_end": load_end,
+      "config": {"layers": layer_counts, "d_model": 128, "d_ff": 512, "vocab": 256},
+      "results": results})
+  base = results["optax.contrib.muon"]
+  lo, hi = str(layer_counts[0]), str(layer_counts[-1])
+  headers = (["optimizer"] + [f"compile s, {l} layers" for l in layer_counts]
+             + [f"× optax, {l}" for l in layer_counts]
+             + [f"{hi}/{lo} layers", f"HLO instr., {lo}", f"HLO instr., {hi}"])
+  rows = [[name] + [r[str(l)]["compile_s"] for l in layer_counts]
+          + [r[str(l)]["compile_s"] / base[str(l)]["compile_s"] for l in layer_counts]
+          + [r[hi]["compile_s"] / r[lo]["compile_s"], r[lo]["hlo_instructions"],
+             r[hi]["hlo_instructions"]] for name, r in results.items()]
+  notes = [
+      "Tree: d_model 128, d_ff 512, vocab 256, unstacked layers (7 hidden matrices and 2 "
+      "norms per layer), float32; step = jitted `tx.update` + `optax.apply_updates`.",
+      "`compile s` = `lowered.compile()` wall time in one process (lowering excluded); "
+      "`HLO instr.` = instructions in the compiled module's text.",
+      f"Load average at start {load_start}, at the end {load_end} on {os.cpu_count()} cores.",
+  ]
+  md = (_common.md_header("Compile time of one update against depth", info, command, notes)
+        + "\n" + _common.md_table(headers, rows))
+  _common.write_text("update_cost_compile.md", md)
+  print(md)
+
+
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--small", action="store_true", help="d_model 256, d_ff 1024")
@@ -156,6 +223,9 @@ def main(argv=None):
   p.add_argument("--vocab", type=int, default=8192)
   p.add_argument("--repeats", type=int, default=None, help="interleaved timed rounds")
   p.add_argument("--out", default=None, help="basename under benchmarks/results/")
+  p.add_argument("--compile-sweep", default=None,
+                 help="comma-separated layer counts: compile time and HLO size vs depth")
+  _common.add_load_argument(p)
   args = p.parse_args(argv)
 
   small = args.small or args.quick
@@ -166,6 +236,9 @@ def main(argv=None):
   command = "python benchmarks/update_cost.py" + "".join(
       f" {a}" for a in (sys.argv[1:] if argv is None else argv))
 
+  if args.compile_sweep:
+    return compile_sweep([int(x) for x in args.compile_sweep.split(",")], args.allow_load)
+  load_start = _common.check_load(args.allow_load, "at the start")
   info = _common.machine_info()
   shapes = param_shapes(layers, d, d_ff, args.vocab)
   shape_leaves = jax.tree.leaves(shapes, is_leaf=is_shape)
@@ -212,9 +285,11 @@ def main(argv=None):
     state_leaves = jax.tree.leaves(state)
     state_bytes = sum(x.nbytes for x in state_leaves)
     cost = compiled.cost_analysis() or {}
+    memory = compiled.memory_analysis()
     runs[name] = {"compiled": compiled, "carry": [params, state], "lower_s": lower_s,
                   "compile_s": compile_s, "state_bytes": state_bytes,
                   "state_leaves": len(state_leaves),
+                  "temp_mb": getattr(memory, "temp_size_in_bytes", float("nan")) / 2**20,
                   "gflop_per_device": float(cost.get("flops", float("nan"))) / 1e9}
     print(f"{name}: lower {lower_s:.1f}s compile {compile_s:.1f}s, state "
           f"{state_bytes / n_params:.2f} B/param", flush=True)
@@ -233,6 +308,7 @@ def main(argv=None):
             for name, r in runs.items()}
 
   ns_balance = newton_schulz_balance(grads) if args.mesh else None
+  load_end = _common.check_load(args.allow_load, "at the end")
   base = _common.summarize(samples["adamw"])["median_s"]
   results = {}
   for name, r in runs.items():
@@ -247,6 +323,7 @@ def main(argv=None):
         "state_bytes_per_param": r["state_bytes"] / n_params,
         "state_leaves": r["state_leaves"],
         "gflop_per_device": r["gflop_per_device"],
+        "temp_mb": r["temp_mb"],
         "params_finite_after": finite[name],
         "samples_s": samples[name],
     }
@@ -260,10 +337,12 @@ def main(argv=None):
   _common.write_json(f"{out_name}.json", {"machine": info, "command": command, "config": config,
                                           "results": results})
   headers = ["optimizer", "median step ms", "min ms", "× AdamW (median)", "× AdamW (min)",
-             "compile s", "state B/param", "GFLOP/device"]
+             "× optax.contrib (median)", "compile s", "state B/param", "peak temp MB",
+             "GFLOP/device"]
+  optax_median = results["optax.contrib.muon"]["median_s"]
   rows = [[k, v["median_s"] * 1e3, v["min_s"] * 1e3, v["ratio_to_adamw"], v["ratio_to_adamw_min"],
-           v["compile_s"], v["state_bytes_per_param"], v["gflop_per_device"]]
-          for k, v in results.items()]
+           v["median_s"] / optax_median, v["compile_s"], v["state_bytes_per_param"],
+           v["temp_mb"], v["gflop_per_device"]] for k, v in results.items()]
   notes = [
       f"Tree: {layers} layers, d_model {d}, d_ff {d_ff}, vocab {args.vocab} (embed + untied "
       f"lm_head), {n_params / 1e6:.1f}M float32 params; embed/lm_head/norms → AdamW.",
@@ -277,8 +356,8 @@ def main(argv=None):
        "Auto, set with `jax.set_mesh` for all optimizers; params/grads/state sharded on "
        "their largest axis divisible by 8."
        if args.mesh else "Single CPU device."),
-      "Other processes shared the CPU during the run: absolute times are load-dependent, "
-      "ratios are the comparable numbers.",
+      f"Load average (1/5/15 min) at start {load_start}, at the end {load_end} on "
+      f"{os.cpu_count()} cores; ratios are the comparable numbers.",
   ]
   if ns_balance:
     notes.append(

@@ -288,7 +288,7 @@ def matrices(tree):
 def momentum_of(opt_state):
   # The Muon momentum buffers, keyed like `matrices`: inside the optimizer they are stacks
   # of same-shaped matrices (`optax_muon.MatrixStacks`); `by_path` gives them back per parameter.
-  is_momentum = lambda x: isinstance(getattr(x, "mu", None), optax_muon.MatrixStacks)
+  is_momentum = lambda x: isinstance(x, optax_muon.MomentumState)
   out = {}
   for state in jax.tree.leaves(opt_state, is_leaf=is_momentum):
     if is_momentum(state):
@@ -324,7 +324,7 @@ for p, st in runs[d]["stats"].items():
         f"{st['svd_entropy'][0]:12.3f} {st['frac_below'][0]:10.3f}")"""),
       md("## 3. Weight spectral norm = row magnitude × row coherence\n"
          "`‖W‖₂ = max(r)·sqrt(λ_max(PCP))` with `r` the per-output-neuron norms "
-         "(ALGORITHMS.md §5). Muon without weight decay lets `max(r)` drift; Muown "
+         "(docs/algorithms.md, \"Spectral diagnostics\"). Muon without weight decay lets `max(r)` drift; Muown "
          "controls it directly, Muon++ bounds `‖W‖₂` itself."),
       code("""\
 print(f"{'matrix':28s} {'‖W‖₂':>8s} {'max r':>8s} {'coherence':>10s}")

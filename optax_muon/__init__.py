@@ -25,6 +25,7 @@ from optax_muon._src.matrices import per_matrix
 from optax_muon._src.matrices import plan_matrices
 from optax_muon._src.matrices import stacked_transform
 from optax_muon._src.momentum import MOMENTUM_FORMS
+from optax_muon._src.momentum import MomentumState
 from optax_muon._src.momentum import muon_momentum
 from optax_muon._src.muon import muon
 from optax_muon._src.muon_plus_plus import muon_plus_plus
@@ -59,6 +60,7 @@ __all__ = [
     "MOMENTUM_FORMS",
     "MatrixPlan",
     "MatrixStacks",
+    "MomentumState",
     "MuonDimensionNumbers",
     "NORMALIZATIONS",
     "NORMALIZATION_SCALE",

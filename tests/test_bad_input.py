@@ -8,7 +8,7 @@ import pytest
 
 import optax_muon as om
 
-ALIASES = [om.muon, om.muon_plus_plus, om.muown]
+ALIASES = [om.muon, om.muon_plus_plus, om.muown, om.normuon]
 
 
 @pytest.mark.parametrize("alias", ALIASES)

@@ -19,6 +19,7 @@ OPTIMIZERS = {
         lr, weight_decay=0.0, ns_schedule="polar_express", compute_dtype=jnp.bfloat16, **kw),
     "muon_plus_plus": lambda lr=3e-2, **kw: om.muon_plus_plus(lr, **kw),
     "muown": lambda lr=3e-2, **kw: om.muown(lr, **kw),
+    "normuon": lambda lr=3e-2, **kw: om.normuon(lr, weight_decay=0.0, **kw),
 }
 NAMES = sorted(OPTIMIZERS)
 

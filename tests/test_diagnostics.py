@@ -89,7 +89,7 @@ def test_row_factor_identity(kind):
   f = omd.row_factors(jnp.asarray(w))
   ref = np.linalg.norm(w.astype(np.float64), 2)
   np.testing.assert_allclose(f["row_magnitude"][0] * f["row_coherence"][0], ref, rtol=1e-4)
-  # The factors as ALGORITHMS.md §5 defines them (Flax: neuron = column, norm over axis 0).
+  # The factors as docs/algorithms.md defines them (Flax: neuron = column, norm over axis 0).
   r = np.linalg.norm(w.astype(np.float64), axis=0)
   d = w / r
   c = d.T @ d

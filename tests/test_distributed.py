@@ -26,6 +26,7 @@ OPTIMIZERS = {
     "muon": lambda **kw: om.muon(0.02, **kw),
     "muon_plus_plus": lambda **kw: om.muon_plus_plus(0.02, **kw),
     "muown": lambda **kw: om.muown(0.02, weight_decay=0.1, **kw),
+    "normuon": lambda **kw: om.normuon(0.02, **kw),
 }
 MESHES = {
     "fsdp8": ((8,), ("fsdp",)),

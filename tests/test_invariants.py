@@ -1,4 +1,4 @@
-"""Invariants from ALGORITHMS.md §2, §5, §6, §7, checked against exact math (numpy SVD)."""
+"""Invariants from docs/algorithms.md (spectral scales, Muown, Muon++, QK-clip), checked against exact math (numpy SVD)."""
 
 import jax
 import jax.numpy as jnp

@@ -2,7 +2,7 @@
 
 Every reference is computed independently in NumPy: an exact SVD (or a matrix
 built from chosen singular values) and the scalar map ``f`` of the schedule
-applied to singular values normalized by hand (ALGORITHMS.md §1).
+applied to singular values normalized by hand (docs/algorithms.md).
 """
 
 from __future__ import annotations

@@ -69,7 +69,7 @@ def _matrix(rng, m, n, s):
 
 
 def _normalizer(s, normalization, schedule):
-  """c(X) of ``X / c`` from the singular values (ALGORITHMS.md §1, newton_schulz.py)."""
+  """c(X) of ``X / c`` from the singular values (docs/algorithms.md, newton_schulz.py)."""
   if normalization == "frobenius":
     return NU[schedule] * np.sqrt(np.sum(s**2))
   if normalization == "schatten4":

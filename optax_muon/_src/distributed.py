@@ -98,13 +98,26 @@ def map_matrices(fn: Callable[[jax.Array], jax.Array], stack: jax.Array,
     mesh = context if _usable(context) and not is_explicit(context) else mesh
   devices = mesh.size
   batch = stack.shape[0]
+  axes = tuple(mesh.axis_names)
+  # With several mesh axes in use, a matrix sharded on both of its dimensions
+  # (fsdp × tensor) cannot move onto the stack axis in one all-to-all: SPMD falls
+  # back to a full copy on every device. Going through "all axes on one matrix
+  # dimension" makes each move one all-to-all. (With one axis, direct is best.)
+  via = None
+  if sum(size > 1 for size in mesh.shape.values()) > 1:
+    for dim in (1, 2):
+      if stack.shape[dim] % devices == 0:
+        via = NamedSharding(mesh, P(*(axes if d == dim else None for d in range(stack.ndim))))
+        stack = jax.lax.with_sharding_constraint(stack, via)
+        break
   padded = math.ceil(batch / devices) * devices
   if padded != batch:
     stack = jnp.pad(stack, ((0, padded - batch),) + ((0, 0),) * (stack.ndim - 1))
-  spec = P(tuple(mesh.axis_names), *([None] * (stack.ndim - 1)))
+  spec = P(axes, *([None] * (stack.ndim - 1)))
   stack = jax.lax.with_sharding_constraint(stack, NamedSharding(mesh, spec))
   out = jax.shard_map(fn, mesh=mesh, in_specs=spec, out_specs=spec, check_vma=False)(stack)
-  return out[:batch] if padded != batch else out
+  out = out[:batch] if padded != batch else out
+  return out if via is None else jax.lax.with_sharding_constraint(out, via)
 
 
 def auto_region(fn: Callable[..., Any], mesh: Mesh | None, out_shardings: Any):

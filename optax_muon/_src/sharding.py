@@ -12,6 +12,8 @@ a sharding derived from the parameter it belongs to (found by path suffix):
   parameter's ``fan_in`` and ``fan_out`` shardings, ``[rows, fan_out]``
   per-neuron vectors (Muown magnitudes, power-iteration vectors) its
   ``fan_out`` sharding, ``[rows]`` vectors are replicated;
+* a group of stacked non-matrix leaves ``[rows, *shape]`` (AdamW's moments):
+  the member parameter's sharding behind an unsharded stack axis;
 * anything else (counters, scalars): replicated.
 """
 
@@ -64,8 +66,8 @@ def state_shardings(abstract_state: Any, params: Any, param_shardings: Any) -> A
     >>> shardings = {"w": NamedSharding(mesh, P("fsdp", None))}
     >>> tx = optax_muon.muon(1e-3)
     >>> specs = optax_muon.state_shardings(jax.eval_shape(tx.init, params), params, shardings)
-    >>> specs.inner_state.matrix[0][0].mu["4x8"].spec  # the momentum of the 8x4 kernel
-    P(None, None, 'fsdp')
+    >>> specs.matrix[0][0].mu["8x4"].spec  # the momentum stack of the 8x4 kernels
+    P(None, 'fsdp', None)
   """
   param_leaves = jax.tree.leaves(params)
   sharding_leaves = jax.tree.leaves(param_shardings)
@@ -78,10 +80,14 @@ def state_shardings(abstract_state: Any, params: Any, param_shardings: Any) -> A
   def stacks_sharding(stacks: matrices.MatrixStacks) -> matrices.MatrixStacks:
     def one(group, value):
       first = group.members[0].leaf
-      rows, fan_in, fan_out = _group_specs(group, sharding_leaves[first],
-                                           len(param_leaves[first].shape))
-      by_shape = {(group.rows, group.fan_in, group.fan_out): P(rows, fan_in, fan_out),
-                  (group.rows, group.fan_out): P(rows, fan_out)}
+      shape = tuple(param_leaves[first].shape)
+      if group.fan_in is None:  # stacked non-matrix leaves: [rows, *shape]
+        by_shape = {(group.rows,) + shape:
+                    P(None, *_spec_entries(sharding_leaves[first], len(shape)))}
+      else:
+        rows, fan_in, fan_out = _group_specs(group, sharding_leaves[first], len(shape))
+        by_shape = {(group.rows, group.fan_in, group.fan_out): P(rows, fan_in, fan_out),
+                    (group.rows, group.fan_out): P(rows, fan_out)}
       return jax.tree.map(
           lambda x: NamedSharding(mesh, by_shape.get(tuple(x.shape), P())), value)
     return stacks.map(one)
