@@ -2,8 +2,9 @@
 
 Each file is read as raw bytes, assigned to `train` or `eval` by a deterministic hash of its
 relative path (~5% eval), and cut into non-overlapping records of exactly `chunk_len` bytes
-(the trailing partial chunk of a file is dropped). Records are stored in `array_record` format,
-so building and reading need no TensorFlow.
+(the trailing partial chunk of a file is dropped); with `chunk_len=0` each file is one record,
+a whole document (for tokenizers and packing). Records are stored in `array_record` format, so
+building and reading need no TensorFlow.
 """
 
 import dataclasses
@@ -43,12 +44,13 @@ class StdlibConfig(tfds.core.BuilderConfig):
 
 
 def make_config(chunk_len: int, max_files: int = 0) -> StdlibConfig:
-  name = f"chunk{chunk_len}" + (f"_files{max_files}" if max_files else "")
+  """Byte chunks of `chunk_len`, or whole files as documents when `chunk_len` is 0."""
+  name = (f"chunk{chunk_len}" if chunk_len else "docs") + (f"_files{max_files}" if max_files else "")
   return StdlibConfig(name=name, chunk_len=chunk_len, max_files=max_files)
 
 
 class StdlibSource(tfds.core.GeneratorBasedBuilder):
-  """Byte chunks of the Python standard library source."""
+  """Byte chunks (or whole files) of the Python standard library source."""
 
   VERSION = tfds.core.Version("1.0.0")
   BUILDER_CONFIGS = []  # Configs are made on the fly by `make_config(chunk_len, max_files)`.
@@ -58,7 +60,8 @@ class StdlibSource(tfds.core.GeneratorBasedBuilder):
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(
         features=tfds.features.FeaturesDict({
-            "text": tfds.features.Tensor(shape=(self.builder_config.chunk_len,), dtype=np.uint8),
+            "text": tfds.features.Tensor(shape=(self.builder_config.chunk_len or None,),
+                                         dtype=np.uint8),
         }),
         description=__doc__,
     )
@@ -77,5 +80,9 @@ class StdlibSource(tfds.core.GeneratorBasedBuilder):
     for rel in rel_paths:
       with open(os.path.join(root, rel), "rb") as f:
         data_T = np.frombuffer(f.read(), np.uint8)
+      if not n:
+        if len(data_T):
+          yield rel, {"text": data_T}
+        continue
       for i in range(len(data_T) // n):
         yield f"{rel}:{i}", {"text": data_T[i * n:(i + 1) * n]}
