@@ -186,8 +186,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     """Raises `TooManySkippedSteps` naming the last checkpoint and the non-finite leaves."""
     n = config.max_consecutive_skipped
     last = ckpt.latest_step()
-    where = (f"last checkpoint: step {last} ({ckpt.directory / str(last)})" if last is not None
-             else "no checkpoint saved yet")
+    where = ("no checkpoint saved yet" if last is None else
+             f"last finite checkpoint: step {last} ({ckpt.directory / str(last)})")
     bad = nonfinite.step_report(state, batch, graphdef)
     raise TooManySkippedSteps(
         f"{n} consecutive steps skipped (steps {step - n + 1}..{step}: non-finite gradients or "

@@ -226,7 +226,7 @@ def test_consecutive_skipped_steps_stop_the_run(data_dir, tmp_path, monkeypatch)
     trainer.train_and_evaluate(config, str(tmp_path))
   message = str(e.value)
   assert message.startswith("3 consecutive steps skipped (steps 6..8")
-  assert f"last checkpoint: step 4 ({tmp_path / 'checkpoints' / '4'})" in message
+  assert f"last finite checkpoint: step 4 ({tmp_path / 'checkpoints' / '4'})" in message
   assert "non-finite: loss (nan), grads/" in message
   assert [r["skipped_steps"] for r in _rows(tmp_path)] == [0, 0, 0, 0, 0, 1, 2, 3]
 
