@@ -1,7 +1,8 @@
 """Trains a SentencePiece tokenizer on the configured corpus, offline.
 
   python -m train.tokenizer --output=runs/sp2048.model [--vocab_size=2048] \\
-      [--config.data.files='my_texts/*.txt' | --config.data.tfds_name=... --config.data.data_dir=...]
+      [--config.data.files='my_texts/*.txt' | --config.data.tfds_name=NAME \\
+       --config.data.data_dir=DIR]
 
 then train with `--config.data.tokenizer=runs/sp2048.model`. It reads the train split of the same
 corpus the trainer would (the built-in stdlib corpus by default), as whole documents cut into

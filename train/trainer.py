@@ -109,7 +109,8 @@ def _host(metrics: dict) -> dict:
 
 
 def _listed(items: list[str], limit: int = 6) -> str:
-  return ", ".join(items[:limit]) + (f" and {len(items) - limit} more" if len(items) > limit else "")
+  more = f" and {len(items) - limit} more" if len(items) > limit else ""
+  return ", ".join(items[:limit]) + more
 
 
 def setup(config: ml_collections.ConfigDict):

@@ -45,7 +45,8 @@ class StdlibConfig(tfds.core.BuilderConfig):
 
 def make_config(chunk_len: int, max_files: int = 0) -> StdlibConfig:
   """Byte chunks of `chunk_len`, or whole files as documents when `chunk_len` is 0."""
-  name = (f"chunk{chunk_len}" if chunk_len else "docs") + (f"_files{max_files}" if max_files else "")
+  name = f"chunk{chunk_len}" if chunk_len else "docs"
+  name += f"_files{max_files}" if max_files else ""
   return StdlibConfig(name=name, chunk_len=chunk_len, max_files=max_files)
 
 
