@@ -16,6 +16,7 @@ import os
 import sys
 
 import ml_collections
+import numpy as np
 
 MAX_SENTENCE_BYTES = 2048
 
@@ -36,15 +37,19 @@ def _pieces(text: str, limit: int = MAX_SENTENCE_BYTES):
 
 
 def documents(config: ml_collections.ConfigDict):
-  """The train split of the configured corpus as whole-document strings."""
+  """The train split of the configured corpus as strings (documents, or pieces of long ones)."""
   from train.data import pipeline  # pylint: disable=g-import-not-at-top
   config = ml_collections.ConfigDict(config.to_dict())
   config.data.tokenizer, config.data.packing = "bytes", True  # Whole documents, raw bytes.
   corpus = pipeline.prepare(config)
   source = corpus.as_data_source(split="train" if config.data.files else config.data.train_split)
   for i in range(len(source)):
-    tokens = pipeline.ToDocument(config.data.text_field, None).map(source[i])
-    yield tokens.astype("uint8").tobytes().decode("utf-8", errors="replace")
+    value = source[i][config.data.text_field]
+    if isinstance(value, str):
+      yield value
+    else:
+      data = value if isinstance(value, bytes) else np.asarray(value, np.uint8).tobytes()
+      yield data.decode("utf-8", errors="replace")
 
 
 def train_sentencepiece(config: ml_collections.ConfigDict, output: str, vocab_size: int = 2048,

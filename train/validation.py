@@ -74,6 +74,7 @@ def _check_model(config: ml_collections.ConfigDict) -> None:
 def _check_data(config: ml_collections.ConfigDict) -> None:
   data = config.data
   _int_at_least(config, "data.max_files", 0)
+  _int_at_least(config, "data.piece_bytes", 0)
   _require(bool(data.text_field), "data.text_field", data.text_field, "must not be empty")
   _one_of(config, "data.txt_docs", ("file", "line"))
   if data.tokenizer != "bytes":

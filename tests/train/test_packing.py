@@ -8,6 +8,7 @@ from flax import nnx
 
 import models
 from train.data import packing
+from train.data import pieces
 from train.data import pipeline
 from train.step import token_losses
 
@@ -55,8 +56,8 @@ def test_packed_batches_are_full_on_short_documents(tmp_path, make_config):
 
 
 def test_iterator_state_resumes_exactly_and_rows_do_not_depend_on_processes():
-  docs = _docs(100, 1, 200)
-  ds = packing.PackedBatches(docs, length=33, eod_id=EOD, batch_size=4)
+  docs = [np.append(d, EOD) for d in _docs(300, 1, 200)]
+  ds = packing.PackedBatches(docs, length=33, batch_size=4, streams_per_row=3)
   it = iter(ds)
   for _ in range(5):
     next(it)
@@ -69,13 +70,32 @@ def test_iterator_state_resumes_exactly_and_rows_do_not_depend_on_processes():
     for k in want:
       np.testing.assert_array_equal(got[k], want[k])
   # Process 1 of 2 reads rows 2..3 of each global batch, and nothing else.
-  half = iter(packing.PackedBatches(docs, length=33, eod_id=EOD, batch_size=4, first_row=2,
-                                    num_rows=2))
+  half = iter(packing.PackedBatches(docs, length=33, batch_size=4, first_row=2, num_rows=2,
+                                    streams_per_row=3))
   full = iter(ds)
   for _ in range(4):
     np.testing.assert_array_equal(next(half)["tokens"], next(full)["tokens"][2:])
   with pytest.raises(ValueError, match="streams"):
     half.set_state(state)
+
+
+def test_rotating_streams_spread_a_long_document_over_batches():
+  """With K streams per row, batch s and s + 1 draw row r from different sequences."""
+  docs = [np.full(1000, i + 1, np.int32) for i in range(64)]  # Long, one id each.
+  it = iter(packing.PackedBatches(docs, length=17, batch_size=2, streams_per_row=4))
+  firsts = [next(it)["tokens"][:, 0] for _ in range(8)]
+  # Row r at step s reads sequence r + 2 * (s mod 4) (each far longer than 8 rows).
+  np.testing.assert_array_equal(firsts, [[1 + 2 * (s % 4), 2 + 2 * (s % 4)] for s in range(8)])
+
+
+def test_long_documents_become_line_aligned_pieces():
+  text = b"".join(b"line %d of a long file\n" % i for i in range(200)) + b"x" * 5000
+  parts = pieces.split(text, 1024)
+  assert b"".join(parts) == text
+  assert all(len(p) <= 1024 for p in parts)
+  assert all(p.endswith(b"\n") for p in parts[:-6])  # Cut at line ends ...
+  assert len(parts[-1]) < 1024 and parts[-2] == b"x" * 1024  # ... or inside an over-long line.
+  assert pieces.split(text, 0) == [text] and pieces.split(b"", 64) == []
 
 
 @pytest.mark.parametrize("scan", [False, True])

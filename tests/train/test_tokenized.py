@@ -97,6 +97,18 @@ def test_local_files_tokenizer_command_and_training(make_config, tmp_path):
   assert last["step"] == 4 and math.isfinite(last["eval_bpb"])
 
 
+def test_long_local_documents_are_cut_into_pieces(tmp_path):
+  body = "".join(f"line {i}\n" for i in range(100))
+  (tmp_path / "long.txt").write_text(body)
+  (tmp_path / "short.txt").write_text("short\n")
+  corpus = local_files.LocalFiles(str(tmp_path / "*.txt"), piece_bytes=64)
+  records = [r for split in ("train", "eval") for r in corpus.as_data_source(split)]
+  long_pieces = [r for r in records if r["text"] != b"short\n"]
+  assert b"".join(r["text"] for r in long_pieces) == body.encode()  # One split, in order.
+  assert [r["last"] for r in long_pieces] == [False] * (len(long_pieces) - 1) + [True]
+  assert all(len(r["text"]) <= 64 and r["text"].endswith(b"\n") for r in long_pieces)
+
+
 def test_bad_local_files_name_the_file(tmp_path):
   (tmp_path / "a.jsonl").write_text('{"text": "fine"}\n{"body": "no text field"}\n')
   with pytest.raises(ConfigError, match=r"a\.jsonl document 2: not a JSON object with a string "

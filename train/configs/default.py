@@ -48,6 +48,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.txt_docs = "file"  # .txt files: one document per "file" or per "line".
   c.data.tokenizer = "bytes"  # bytes | PATH.model (SentencePiece; `python -m train.tokenizer`).
   c.data.packing = placeholder(bool)  # Pack documents into full rows; None = on iff tokenized.
+  c.data.piece_bytes = 2048  # Packing: cut longer documents into line-aligned pieces (0 = off).
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.data = -1  # -1 = fill with the remaining devices.

@@ -3,8 +3,10 @@
 Documents: a `.txt` file is one document (`data.txt_docs="file"`) or one per non-empty line
 (`"line"`); a `.jsonl` file holds one document per line, the string in field `data.text_field`.
 Each document goes to `eval` (~5%) or `train` by a stable hash of `path:index`; at least one goes
-to each split when there are two or more. The index (path, byte range) is built once by scanning
-the files; records are read on demand, so the files are never held in memory.
+to each split when there are two or more. `.txt` documents longer than `piece_bytes` become
+line-aligned pieces (`pieces.py`; records carry `last`, true on a document's final piece).
+The index (path, byte range) is built once by scanning the files; records are read on demand,
+so the files are never held in memory.
 """
 
 import glob
@@ -12,6 +14,7 @@ import hashlib
 import json
 import os
 
+from train.data import pieces
 from train.errors import ConfigError
 
 EXTENSIONS = (".txt", ".jsonl")
@@ -40,22 +43,22 @@ def _lines(path: str):
 
 
 class _Documents:
-  """Random-access source: record i is `{field: bytes}` of document i of one split."""
+  """Random-access source: record i is `{field: bytes, "last": bool}` of piece i of one split."""
 
-  def __init__(self, index: list[tuple[str, int, int, bool]], text_field: str):
+  def __init__(self, index: list[tuple[str, int, int, bool, bool]], text_field: str):
     self._index, self._field = index, text_field
 
   def __len__(self) -> int:
     return len(self._index)
 
   def __getitem__(self, i: int) -> dict:
-    path, start, end, is_json = self._index[i]
+    path, start, end, is_json, last = self._index[i]
     with open(path, "rb") as f:
       f.seek(start)
       data = f.read(end - start)
     if is_json:
       data = json.loads(data)[self._field].encode("utf-8")
-    return {self._field: data}
+    return {self._field: data, "last": last}
 
   def __repr__(self) -> str:
     return f"_Documents({len(self)} documents)"
@@ -64,22 +67,30 @@ class _Documents:
 class LocalFiles:
   """Train/eval documents from files matching a glob; `as_data_source` like a TFDS builder."""
 
-  def __init__(self, pattern: str, text_field: str = "text", txt_docs: str = "file"):
+  def __init__(self, pattern: str, text_field: str = "text", txt_docs: str = "file",
+               piece_bytes: int = 0):
     self.pattern, self.text_field = pattern, text_field
     paths = matching_files(pattern)
     if not paths:
       raise ConfigError(f"data.files={pattern!r}: matches no {'/'.join(EXTENSIONS)} file")
-    docs = []  # (key, (path, start, end, is_json))
+    docs = []  # (key, [(path, start, end, is_json, last) for each piece])
+
+    def txt_doc(key: str, path: str, start: int, data: bytes) -> None:
+      ranges = pieces.split_ranges(data, piece_bytes)
+      docs.append((key, [(path, start + s, start + e, False, i == len(ranges) - 1)
+                         for i, (s, e) in enumerate(ranges)]))
+
     for path in paths:
       if path.endswith(".jsonl"):
         for n, (start, end, line) in enumerate(_lines(path)):
           self._check_json_line(path, line, n)
-          docs.append((f"{path}:{n}", (path, start, end, True)))
+          docs.append((f"{path}:{n}", [(path, start, end, True, True)]))
       elif txt_docs == "line":
-        docs += [(f"{path}:{n}", (path, s, e, False))
-                 for n, (s, e, _) in enumerate(_lines(path))]
+        for n, (start, _, line) in enumerate(_lines(path)):
+          txt_doc(f"{path}:{n}", path, start, line)
       elif os.path.getsize(path):
-        docs.append((f"{path}:0", (path, 0, os.path.getsize(path), False)))
+        with open(path, "rb") as f:
+          txt_doc(f"{path}:0", path, 0, f.read())
     if not docs:
       raise ConfigError(f"data.files={pattern!r}: the matching files hold no text")
     buckets = [_bucket(key) for key, _ in docs]
@@ -88,10 +99,11 @@ class LocalFiles:
       is_eval = [False] * len(docs)
       if len(docs) >= 2:
         is_eval[min(range(len(docs)), key=buckets.__getitem__)] = True
-    self._splits = {
-        "train": [d for (_, d), e in zip(docs, is_eval) if not e] or [d for _, d in docs],
-        "eval": [d for (_, d), e in zip(docs, is_eval) if e] or [d for _, d in docs],
-    }
+    train = [p for (_, ps), e in zip(docs, is_eval) if not e for p in ps]
+    evals = [p for (_, ps), e in zip(docs, is_eval) if e for p in ps]
+    every = [p for _, ps in docs for p in ps]
+    self._docs = {"train": sum(not e for e in is_eval), "eval": sum(is_eval)}
+    self._splits = {"train": train or every, "eval": evals or every}
 
   def _check_json_line(self, path: str, line: bytes, n: int) -> None:
     try:
@@ -104,7 +116,8 @@ class LocalFiles:
                         f"{type(value).__name__}, not a string")
 
   def num_documents(self, split: str) -> int:
-    return len(self._splits[split])
+    """Documents (not pieces) in `split`; 0 when it reuses every document (a 1-doc corpus)."""
+    return self._docs[split]
 
   def as_data_source(self, split: str) -> _Documents:
     if split not in self._splits:

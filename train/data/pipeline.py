@@ -9,10 +9,11 @@ Unpacked (the default for bytes): each record becomes `seq_len + 1` tokens plus 
 `[g*B, (g+1)*B)` of that stream and process p reads only its rows `[p*b, (p+1)*b)`
 (b = B / process_count), so the order does not depend on the number of hosts.
 
-Packed (`data.packing`, the default for SentencePiece): documents joined with an end-of-document
-token and cut into full rows with segment ids and positions (`packing.py`); one stream per row of
-the global batch, so again the order does not depend on the number of hosts. Eval rows come from
-one stream over the eval documents in order.
+Packed (`data.packing`, the default for SentencePiece): documents (long ones cut into pieces of
+`data.piece_bytes`, `pieces.py`) joined with an end-of-document token and cut into full rows with
+segment ids and positions (`packing.py`); the streams belong to rows of the global batch, so
+again the order does not depend on the number of hosts. Eval rows come from one stream over the
+eval documents in order.
 
 Process-local numpy batches become global `jax.Array`s with `jax.make_array_from_process_local_data`.
 """
@@ -67,7 +68,7 @@ def _builder(config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
   if config.data.tfds_name == DEFAULT_DATASET:
     chunk_len = 0 if uses_documents(config) else config.seq_len + 1
     return stdlib_source.StdlibSource(
-        config=stdlib_source.make_config(chunk_len, config.data.max_files),
+        config=stdlib_source.make_config(chunk_len, config.data.max_files, config.data.piece_bytes),
         data_dir=data_dir, file_format="array_record")
   return tfds.builder(config.data.tfds_name, data_dir=data_dir, try_gcs=False)
 
@@ -76,7 +77,8 @@ def prepare(config: ml_collections.ConfigDict):
   """The corpus (anything with `as_data_source(split)`): local files, or a TFDS builder whose
   dataset is built once (the default corpus, on process 0) or must be prepared already."""
   if config.data.files:
-    return local_files.LocalFiles(config.data.files, config.data.text_field, config.data.txt_docs)
+    return local_files.LocalFiles(config.data.files, config.data.text_field, config.data.txt_docs,
+                                  config.data.piece_bytes)
   builder = _builder(config)
   if config.data.tfds_name == DEFAULT_DATASET and jax.process_index() == 0:
     builder.download_and_prepare()
@@ -120,13 +122,18 @@ class ToTokens(grain.transforms.Map):
 
 
 class ToDocument(grain.transforms.Map):
-  """Record -> the whole text as int32 token ids (for packing)."""
+  """Record -> its whole text as int32 ids, plus the end-of-document id if it ends a document
+  (records without a `last` field are whole documents)."""
 
   def __init__(self, text_field: str, tokenizer):
     self.text_field, self.tokenizer = text_field, tokenizer
 
   def map(self, record) -> np.ndarray:
-    return _text_tokens(record[self.text_field], self.tokenizer)
+    tokens_N = _text_tokens(record[self.text_field], self.tokenizer)
+    if record.get("last", True):
+      eod_id = self.tokenizer.eod_id if self.tokenizer is not None else 0
+      tokens_N = np.append(tokens_N, np.int32(eod_id))
+    return tokens_N
 
 
 def _local_batch_size(batch_size: int) -> int:
@@ -156,8 +163,8 @@ def train_dataset(config: ml_collections.ConfigDict, corpus,
   if is_packed(config):
     local = _local_batch_size(config.batch_size)
     docs = ds.map(ToDocument(config.data.text_field, tokenizer))
-    return packing_lib.PackedBatches(docs, config.seq_len + 1, tokenizer.eod_id,
-                                     config.batch_size, jax.process_index() * local, local)
+    return packing_lib.PackedBatches(docs, config.seq_len + 1, config.batch_size,
+                                     jax.process_index() * local, local)
   ds = ds.map(ToTokens(config.data.text_field, config.seq_len + 1, tokenizer))
   return _per_process(ds, config.batch_size).to_iter_dataset(
       grain.ReadOptions(num_threads=2, prefetch_buffer_size=8))
@@ -169,7 +176,7 @@ def eval_batches(config: ml_collections.ConfigDict, corpus, tokenizer=None) -> l
   ds = _source(config, corpus, _splits(config)[1]).repeat()
   if is_packed(config):
     docs = ds.map(ToDocument(config.data.text_field, tokenizer))
-    stream = packing_lib.PackedStream(docs.__getitem__, config.seq_len + 1, tokenizer.eod_id)
+    stream = packing_lib.PackedStream(docs.__getitem__, config.seq_len + 1)
     local = _local_batch_size(config.batch_size)
     rows = slice(jax.process_index() * local, (jax.process_index() + 1) * local)
     batches = []
