@@ -87,8 +87,8 @@ _mpp_adam_ratio = 1.0  # MPP_ADAM_LR / peak lr of the current Muon++ run.
 def _patch_trainer():
   """Muon++ AdamW-leaf lr override and the spectral-norm diagnostics hook."""
   import optax_muon as om
-  import models
-  from models.labels import HIDDEN_MATRICES
+  from train import labels
+  from train.labels import HIDDEN_KINDS as HIDDEN_MATRICES
   from train import diagnostics
   from train import optimizer as optimizer_lib
 
@@ -100,7 +100,7 @@ def _patch_trainer():
     ratio = _mpp_adam_ratio
     return om.muon_plus_plus(lr, weight_decay=weight_decay,
                              adam_learning_rate=lambda t: lr(t) * ratio,
-                             dimension_numbers=models.dimension_numbers)
+                             dimension_numbers=labels.dimension_numbers)
 
   optimizer_lib._base = _base
   # Our own spectral norms only: no optimizer probes (they would change the timed step).

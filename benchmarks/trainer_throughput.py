@@ -42,6 +42,7 @@ import optax  # noqa: E402
 
 import _common  # noqa: E402
 import models  # noqa: E402
+from train import labels  # noqa: E402
 from train import mesh as mesh_lib  # noqa: E402
 from train import optimizer as optimizer_lib  # noqa: E402
 from train import step as step_lib  # noqa: E402
@@ -55,7 +56,7 @@ NS_STEPS = {"adamw": 0, "muon": 5, "muon_plus_plus": 6, "muown": 5}
 
 def ns_estimate(params: dict, model_cfg, tokens: int, seq: int) -> dict:
   """NS flops over the hidden matrices vs fwd+bwd flops of the model (per NS iteration)."""
-  dims = models.dimension_numbers(params)
+  dims = labels.dimension_numbers(params)
   ns, mat_params = 0.0, 0
   ms = []
   for x, d in zip(jax.tree.leaves(params), jax.tree.leaves(

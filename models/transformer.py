@@ -5,6 +5,10 @@ projection is a 2-D kernel `[fan_in, fan_out]` (`[L, fan_in, fan_out]` with `sca
 logical axis names for `models.sharding.LOGICAL_RULES`. The forward pass also returns, per layer,
 the max pre-softmax attention logit of each query head (for QK-clip and monitoring). With
 `remat`, each block's activations are recomputed in the backward pass instead of stored.
+
+Packed rows (several documents in one row) pass `segment_ids_BxL` (attention stays inside a
+segment: block-diagonal causal mask) and `positions_BxL` (RoPE positions restarting at 0 in each
+document); without them the row is one causal sequence at positions `0..L-1`.
 """
 
 import math
@@ -16,7 +20,7 @@ from flax import nnx
 from models.config import ModelConfig
 
 Array = jax.Array
-Rope = tuple[Array, Array]
+Rope = tuple[Array, Array]  # (sin, cos), each [L, K/2] or per row [B, L, K/2].
 
 
 def _kernel_init(cfg: ModelConfig, fan_in: int, fan_out: int):
@@ -45,9 +49,16 @@ def rope_tables(length: int, head_dim: int, base: float) -> Rope:
   return jnp.sin(angle_LxK2), jnp.cos(angle_LxK2)
 
 
+def rope_tables_at(positions_BxL: Array, head_dim: int, base: float) -> Rope:
+  """`(sin_BxLxK2, cos_BxLxK2)` rotary tables for per-row positions."""
+  inv_freq_K2 = base ** (-jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim)
+  angle_BxLxK2 = positions_BxL.astype(jnp.float32)[..., None] * inv_freq_K2
+  return jnp.sin(angle_BxLxK2), jnp.cos(angle_BxLxK2)
+
+
 def apply_rope(x_BxLxHxK: Array, rope: Rope) -> Array:
   """Rotates the two halves of the head dimension by position-dependent angles."""
-  sin_LxK2, cos_LxK2 = (t[None, :, None, :] for t in rope)
+  sin_LxK2, cos_LxK2 = (t[None, :, None, :] if t.ndim == 2 else t[:, :, None, :] for t in rope)
   x1, x2 = jnp.split(x_BxLxHxK.astype(jnp.float32), 2, axis=-1)
   out = jnp.concatenate([x1 * cos_LxK2 - x2 * sin_LxK2, x2 * cos_LxK2 + x1 * sin_LxK2], axis=-1)
   return out.astype(x_BxLxHxK.dtype)
@@ -67,8 +78,12 @@ class Attention(nnx.Module):
       self.q_norm = _rms_norm(cfg, k, "head_dim", rngs)
       self.k_norm = _rms_norm(cfg, k, "head_dim", rngs)
 
-  def __call__(self, x_BxLxD: Array, rope: Rope) -> tuple[Array, Array]:
-    """Returns the attention output and the max pre-softmax logit per query head `[H]`."""
+  def __call__(self, x_BxLxD: Array, rope: Rope,
+               mask_BxLxM: Array | None = None) -> tuple[Array, Array]:
+    """Returns the attention output and the max pre-softmax logit per query head `[H]`.
+
+    `mask_BxLxM` (True = may attend) replaces the plain causal mask, e.g. for packed rows.
+    """
     cfg = self.cfg
     b, l, _ = x_BxLxD.shape
     g, r, k = cfg.n_kv_heads, cfg.n_heads // cfg.n_kv_heads, cfg.head_dim
@@ -82,8 +97,11 @@ class Attention(nnx.Module):
     logits_BxGxRxLxM = jnp.einsum(
         "blgrk,bmgk->bgrlm", q_BxLxGxRxK, k_BxLxGxK,
         preferred_element_type=jnp.float32) / math.sqrt(k)
-    causal_LxM = jnp.tril(jnp.ones((l, l), dtype=bool))
-    logits_BxGxRxLxM = jnp.where(causal_LxM, logits_BxGxRxLxM, -jnp.inf)
+    if mask_BxLxM is None:
+      causal_LxM = jnp.tril(jnp.ones((l, l), dtype=bool))
+      logits_BxGxRxLxM = jnp.where(causal_LxM, logits_BxGxRxLxM, -jnp.inf)
+    else:
+      logits_BxGxRxLxM = jnp.where(mask_BxLxM[:, None, None], logits_BxGxRxLxM, -jnp.inf)
     max_logits_H = jax.lax.stop_gradient(logits_BxGxRxLxM.max(axis=(0, 3, 4)).reshape(g * r))
     probs_BxGxRxLxM = jax.nn.softmax(logits_BxGxRxLxM, axis=-1).astype(cfg.dtype)
     out_BxLxGxRxK = jnp.einsum("bgrlm,bmgk->blgrk", probs_BxGxRxLxM, v_BxLxGxK)
@@ -111,8 +129,9 @@ class Block(nnx.Module):
     self.mlp_norm = _rms_norm(cfg, cfg.d_model, "embed", rngs)
     self.mlp = Mlp(cfg, rngs=rngs)
 
-  def __call__(self, x_BxLxD: Array, rope: Rope) -> tuple[Array, Array]:
-    attn_BxLxD, max_logits_H = self.attn(self.attn_norm(x_BxLxD), rope)
+  def __call__(self, x_BxLxD: Array, rope: Rope,
+               mask_BxLxM: Array | None = None) -> tuple[Array, Array]:
+    attn_BxLxD, max_logits_H = self.attn(self.attn_norm(x_BxLxD), rope, mask_BxLxM)
     x_BxLxD = x_BxLxD + attn_BxLxD
     return x_BxLxD + self.mlp(self.mlp_norm(x_BxLxD)), max_logits_H
 
@@ -128,9 +147,17 @@ def _stacked_blocks(cfg: ModelConfig, rngs: nnx.Rngs) -> Block:
   return create(rngs)
 
 
-def _apply_block(block: Block, x_BxLxD: Array, rope: Rope) -> tuple[Array, Array]:
-  """`block(x, rope)`; wrapped in `nnx.remat` when `cfg.remat` (activations recomputed)."""
-  return block(x_BxLxD, rope)
+def _apply_block(block: Block, x_BxLxD: Array, rope: Rope,
+                 mask_BxLxM: Array | None) -> tuple[Array, Array]:
+  """`block(x, rope, mask)`; wrapped in `nnx.remat` when `cfg.remat` (activations recomputed)."""
+  return block(x_BxLxD, rope, mask_BxLxM)
+
+
+def segment_mask(segment_ids_BxL: Array) -> Array:
+  """`[B, L, M]` causal mask that also keeps each query inside its own segment."""
+  l = segment_ids_BxL.shape[1]
+  same_BxLxM = segment_ids_BxL[:, :, None] == segment_ids_BxL[:, None, :]
+  return same_BxLxM & jnp.tril(jnp.ones((l, l), dtype=bool))
 
 
 def layer_name(i: int) -> str:
@@ -139,7 +166,7 @@ def layer_name(i: int) -> str:
 
 
 class Transformer(nnx.Module):
-  """Byte-level decoder-only LM: `tokens_BxL -> (logits_BxLxV, aux)`."""
+  """Decoder-only LM: `tokens_BxL -> (logits_BxLxV, aux)` (bytes or any tokenizer's ids)."""
 
   def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
     self.cfg = cfg
@@ -162,23 +189,32 @@ class Transformer(nnx.Module):
               nnx.initializers.normal(stddev=1.0 / cfg.d_model), ("embed", "vocab")),
           rngs=rngs)
 
-  def __call__(self, tokens_BxL: Array) -> tuple[Array, dict]:
-    """Returns float32 logits and `aux = {"max_logits": {layer_name: [n_heads]}}`."""
+  def __call__(self, tokens_BxL: Array, segment_ids_BxL: Array | None = None,
+               positions_BxL: Array | None = None) -> tuple[Array, dict]:
+    """Returns float32 logits and `aux = {"max_logits": {layer_name: [n_heads]}}`.
+
+    With `segment_ids_BxL`, a token attends only to earlier tokens of its own segment; with
+    `positions_BxL`, those are its RoPE positions (default `0..L-1`).
+    """
     cfg = self.cfg
-    rope = rope_tables(tokens_BxL.shape[1], cfg.head_dim, cfg.rope_base)
+    if positions_BxL is None:
+      rope = rope_tables(tokens_BxL.shape[1], cfg.head_dim, cfg.rope_base)
+    else:
+      rope = rope_tables_at(positions_BxL, cfg.head_dim, cfg.rope_base)
+    mask_BxLxM = None if segment_ids_BxL is None else segment_mask(segment_ids_BxL)
     x_BxLxD = self.embed(tokens_BxL)
     apply = nnx.remat(_apply_block) if cfg.remat else _apply_block
     if cfg.scan_layers:
       @nnx.scan(in_axes=(nnx.Carry, 0), out_axes=(nnx.Carry, 0))
       def run(x_BxLxD: Array, block: Block) -> tuple[Array, Array]:
-        return apply(block, x_BxLxD, rope)
+        return apply(block, x_BxLxD, rope, mask_BxLxM)
 
       x_BxLxD, max_logits_NxH = run(x_BxLxD, self.layers)
       max_logits = {layer_name(i): max_logits_NxH[i] for i in range(cfg.n_layers)}
     else:
       max_logits = {}
       for i, block in enumerate(self.layers):
-        x_BxLxD, max_logits[layer_name(i)] = apply(block, x_BxLxD, rope)
+        x_BxLxD, max_logits[layer_name(i)] = apply(block, x_BxLxD, rope, mask_BxLxM)
     x_BxLxD = self.final_norm(x_BxLxD)
     if cfg.tie_embeddings:
       logits_BxLxV = self.embed.attend(x_BxLxD)

@@ -5,6 +5,7 @@ to, so there the whole file is rewritten on each write.
 """
 
 import json
+import logging
 
 import matplotlib
 from etils import epath
@@ -40,7 +41,23 @@ class MetricsWriter:
 
 
 def read_rows(path: str) -> list[dict]:
-  return [json.loads(line) for line in epath.Path(path).read_text().splitlines() if line.strip()]
+  """The rows of a metrics file; a torn (half-written) or garbled line is dropped with a warning."""
+  rows = []
+  lines = epath.Path(path).read_text().split("\n")
+  for i, line in enumerate(lines, start=1):
+    if not line.strip():
+      continue
+    try:
+      row = json.loads(line)
+    except json.JSONDecodeError:
+      row = None
+    if not isinstance(row, dict) or "step" not in row:
+      torn = i == len(lines)  # Nothing after it, not even a newline: a write was cut short.
+      logging.warning("%s line %d: dropped %s line %r", path, i,
+                      "a half-written last" if torn else "an unreadable", line[:80])
+      continue
+    rows.append(row)
+  return rows
 
 
 def plot_losses(metrics_path: str, png_path: str) -> str:
@@ -54,7 +71,7 @@ def plot_losses(metrics_path: str, png_path: str) -> str:
   if evals:
     ax.plot(*zip(*evals), "o-", label="eval")
   ax.set_xlabel("step")
-  ax.set_ylabel("loss (nats/byte)")
+  ax.set_ylabel("loss (nats/token)")
   ax.grid(alpha=0.3)
   ax.legend()
   fig.tight_layout()

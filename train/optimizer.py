@@ -40,7 +40,9 @@ def _base(name: str, lr: optax.Schedule, weight_decay: float,
     return optax.adamw(lr, b1=0.9, b2=0.95, weight_decay=weight_decay,
                        mask=lambda p: jax.tree.map(lambda x: x.ndim >= 2, p))
   factory = {"muon": om.muon, "muon_plus_plus": om.muon_plus_plus, "muown": om.muown}[name]
-  extra = {} if diagnostics is None else {"diagnostics": diagnostics}
+  extra = {"skip_nonfinite": False}  # `make_optimizer` wraps the whole chain once.
+  if diagnostics is not None:
+    extra["diagnostics"] = diagnostics
   return factory(lr, weight_decay=weight_decay, dimension_numbers=labels.dimension_numbers,
                  **extra)
 
@@ -48,7 +50,11 @@ def _base(name: str, lr: optax.Schedule, weight_decay: float,
 def make_optimizer(opt: ml_collections.ConfigDict, model_cfg: ModelConfig,
                    total_steps: int,
                    diagnostics=None) -> tuple[optax.GradientTransformationExtraArgs, bool]:
-  """`clip -> optimizer -> (qk_clip)`, and whether the update needs `max_logits=`."""
+  """`skip_nonfinite(clip -> optimizer -> (qk_clip))`, and whether the update needs `max_logits=`.
+
+  A step whose gradients or updates are not finite changes nothing and counts one in
+  `opt_state.skipped_steps` (for every optimizer, AdamW included).
+  """
   if opt.name not in OPTIMIZERS:
     raise ValueError(f"unknown optimizer.name {opt.name!r}; choose from {OPTIMIZERS}")
   parts = []
@@ -62,4 +68,4 @@ def make_optimizer(opt: ml_collections.ConfigDict, model_cfg: ModelConfig,
     if model_cfg.qk_norm:  # RMSNorm of q and k would undo the clip's rescaling of W_q, W_k.
       raise ValueError("optimizer.qk_clip has no effect with QK-norm: set model.qk_norm=False")
     parts.append(om.qk_clip(opt.qk_clip, functools.partial(labels.qk_clip_specs, cfg=model_cfg)))
-  return optax.chain(*parts), use_qk_clip
+  return om.skip_nonfinite(optax.chain(*parts)), use_qk_clip

@@ -5,6 +5,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
 
@@ -15,12 +16,24 @@ from train.state import TrainState
 Batch = dict[str, jax.Array]
 
 
+def token_losses(params: dict, graphdef: nnx.GraphDef, batch: Batch) -> tuple[jax.Array, dict]:
+  """Per-target cross-entropy `[B, T-1]` (unweighted) and the model's aux outputs.
+
+  Packed batches carry `segment_ids` and `positions`: attention stays inside each document, and
+  their `mask` is 0 on each document's first token, so no loss term crosses a boundary either.
+  """
+  tokens_BxT = batch["tokens"]
+  packed = {k: batch[k][:, :-1] for k in ("segment_ids", "positions") if k in batch}
+  packed = {f"{k}_BxL": v for k, v in packed.items()}
+  logits_BxLxV, aux = nnx.merge(graphdef, params)(tokens_BxT[:, :-1], **packed)
+  losses_BxL = optax.softmax_cross_entropy_with_integer_labels(logits_BxLxV, tokens_BxT[:, 1:])
+  return losses_BxL, aux
+
+
 def loss_fn(params: dict, graphdef: nnx.GraphDef, batch: Batch) -> tuple[jax.Array, dict]:
   """Mean next-token cross-entropy over unmasked targets, and the model's aux outputs."""
-  tokens_BxT = batch["tokens"]
-  logits_BxLxV, aux = nnx.merge(graphdef, params)(tokens_BxT[:, :-1])
+  losses_BxL, aux = token_losses(params, graphdef, batch)
   weights_BxL = batch["mask"][:, 1:]
-  losses_BxL = optax.softmax_cross_entropy_with_integer_labels(logits_BxLxV, tokens_BxT[:, 1:])
   loss = (losses_BxL * weights_BxL).sum() / jnp.maximum(weights_BxL.sum(), 1.0)
   return loss, aux
 
@@ -46,8 +59,11 @@ def train_step(state: TrainState, batch: Batch, *, graphdef: nnx.GraphDef,
   else:
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
+  skipped_steps = opt_state.skipped_steps  # `make_optimizer` wraps the chain in skip_nonfinite.
   metrics = {
       "loss": loss,
+      "skipped": skipped_steps - state.opt_state.skipped_steps,  # 1 if this step was skipped.
+      "skipped_steps": skipped_steps,
       "grad_norm": optax.tree.norm(grads),
       "max_attn_logit": jnp.max(jnp.stack(list(max_logits.values()))),
       **update_rms(updates),
@@ -56,19 +72,36 @@ def train_step(state: TrainState, batch: Batch, *, graphdef: nnx.GraphDef,
   return TrainState(state.step + 1, params, opt_state), metrics
 
 
-def eval_step(params: dict, batch: Batch, *, graphdef: nnx.GraphDef) -> jax.Array:
-  return loss_fn(params, graphdef, batch)[0]
+def eval_step(params: dict, batch: Batch, *, graphdef: nnx.GraphDef,
+              byte_lengths_V: np.ndarray) -> dict[str, jax.Array]:
+  """Mean loss of the batch, and the sums behind bits per byte.
+
+  `loss_sum` is the summed loss (nats) of the unmasked targets and `bytes` the UTF-8 bytes those
+  targets stand for (`byte_lengths_V[token]`), so bits/byte = sum(loss_sum) / ln 2 / sum(bytes).
+  """
+  losses_BxL, _ = token_losses(params, graphdef, batch)
+  weights_BxL = batch["mask"][:, 1:]
+  loss_sum = (losses_BxL * weights_BxL).sum()
+  bytes_BxL = jnp.asarray(byte_lengths_V, jnp.float32)[batch["tokens"][:, 1:]]
+  return {"loss": loss_sum / jnp.maximum(weights_BxL.sum(), 1.0), "loss_sum": loss_sum,
+          "bytes": (bytes_BxL * weights_BxL).sum()}
 
 
-def jit_steps(graphdef, tx, use_qk_clip: bool, state_shardings: TrainState,
-              batch_sharding) -> tuple[Callable, Callable]:
-  """`(train_step, eval_step)` jitted with explicit shardings; the state is donated."""
-  batch_shardings = {"tokens": batch_sharding, "mask": batch_sharding}
+def jit_steps(graphdef, tx, use_qk_clip: bool, state_shardings: TrainState, batch_sharding,
+              byte_lengths_V: np.ndarray | None = None) -> tuple[Callable, Callable]:
+  """`(train_step, eval_step)` jitted with explicit shardings; the state is donated.
+
+  Every array of a batch (tokens, mask and, when packed, segment ids and positions) is laid out
+  by `batch_sharding`. `byte_lengths_V` (bytes per token id, default 1 per byte) feeds bits/byte.
+  """
+  if byte_lengths_V is None:
+    byte_lengths_V = np.ones(256, np.float32)
   train = jax.jit(
       functools.partial(train_step, graphdef=graphdef, tx=tx, use_qk_clip=use_qk_clip),
-      in_shardings=(state_shardings, batch_shardings),
+      in_shardings=(state_shardings, batch_sharding),
       out_shardings=(state_shardings, None),
       donate_argnums=0)
-  evaluate = jax.jit(functools.partial(eval_step, graphdef=graphdef),
-                     in_shardings=(state_shardings.params, batch_shardings))
+  evaluate = jax.jit(functools.partial(eval_step, graphdef=graphdef,
+                                       byte_lengths_V=byte_lengths_V),
+                     in_shardings=(state_shardings.params, batch_sharding))
   return train, evaluate

@@ -1,7 +1,10 @@
 """The training loop: config -> mesh, data, sharded state, jitted steps, eval, checkpoints.
 
-Rerunning with the same workdir resumes from the latest complete checkpoint (params, optimizer
-state, step and data-iterator position). SIGTERM saves a checkpoint and returns cleanly.
+Rerunning with the same workdir resumes from the newest checkpoint that passes verification
+(checksums, restore, finite state; see `checkpoint.py`), falling back past corrupt ones. SIGTERM
+saves a checkpoint and returns cleanly. A step with non-finite gradients or updates is skipped
+(counted in `skipped_steps`); `max_consecutive_skipped` in a row stop the run with
+`TooManySkippedSteps`. Config errors are raised as `ConfigError` before any data is built.
 """
 
 import logging
@@ -22,21 +25,30 @@ import models
 from models.config import ModelConfig
 from train import diagnostics
 from train import mesh as mesh_lib
+from train import nonfinite
 from train import optimizer as optimizer_lib
+from train import validation
 from train.checkpoint import Checkpointer
 from train.data import pipeline
+from train.errors import ConfigError
+from train.errors import TooManySkippedSteps
 from train.metrics import MetricsWriter, plot_losses
 from train.state import init_state
 from train.step import jit_steps
 
 
-def model_config(model: ml_collections.ConfigDict) -> ModelConfig:
-  """The preset with every non-None field of `model` overriding it."""
+def model_config(model: ml_collections.ConfigDict, vocab_size: int | None = None) -> ModelConfig:
+  """The preset with every non-None field of `model` (and `vocab_size`) overriding it."""
   overrides = {k: v for k, v in model.items() if k != "preset" and v is not None}
+  if vocab_size is not None:
+    overrides["vocab_size"] = vocab_size
   for k in ("dtype", "param_dtype"):
     if k in overrides:
       overrides[k] = jnp.dtype(overrides[k])
-  return models.get_config(model.preset, **overrides)
+  try:
+    return models.get_config(model.preset, **overrides)
+  except ValueError as e:
+    raise ConfigError(f"model: {e}") from e
 
 
 def maybe_initialize_distributed(dist: ml_collections.ConfigDict) -> None:
@@ -53,31 +65,6 @@ def maybe_initialize_distributed(dist: ml_collections.ConfigDict) -> None:
   if dist.local_device_ids:
     kwargs["local_device_ids"] = [int(i) for i in str(dist.local_device_ids).split(",")]
   jax.distributed.initialize(**kwargs)
-
-
-def validate(config: ml_collections.ConfigDict, model_cfg: ModelConfig,
-             mesh: jax.sharding.Mesh) -> None:
-  """Fails fast with a `ValueError` on configs that cannot work."""
-  if config.optimizer.name not in optimizer_lib.OPTIMIZERS:
-    raise ValueError(f"unknown optimizer.name {config.optimizer.name!r}; "
-                     f"choose from {optimizer_lib.OPTIMIZERS}")
-  if config.optimizer.schedule not in optimizer_lib.SCHEDULES:
-    raise ValueError(f"unknown optimizer.schedule {config.optimizer.schedule!r}; "
-                     f"choose from {optimizer_lib.SCHEDULES}")
-  batch_shards = mesh.shape["data"] * mesh.shape["fsdp"]
-  if config.batch_size % batch_shards:
-    raise ValueError(f"batch_size={config.batch_size} is not divisible by the data axes "
-                     f"(data*fsdp={batch_shards})")
-  if config.batch_size % jax.process_count():
-    raise ValueError(f"batch_size={config.batch_size} is not divisible by "
-                     f"{jax.process_count()} processes")
-  if config.seq_len > model_cfg.max_len:
-    raise ValueError(f"seq_len={config.seq_len} exceeds model max_len={model_cfg.max_len}")
-  if config.optimizer.qk_clip > 0 and model_cfg.scan_layers:
-    raise ValueError("optimizer.qk_clip needs model.scan_layers=False")
-  if min(config.train_steps, config.eval_every, config.checkpoint_every, config.log_every) <= 0:
-    raise ValueError("train_steps, eval_every, checkpoint_every and log_every must be > 0")
-  pipeline.resolve_data_dir(config)
 
 
 class _StopFlag:
@@ -102,11 +89,10 @@ class _StopFlag:
       signal.signal(signal.SIGTERM, self._previous)
 
 
-def compile_train_step(train_fn, state, config: ml_collections.ConfigDict, batch_sharding):
-  """AOT-compiles the train step for the configured batch and logs its memory use."""
-  shape = (config.batch_size, config.seq_len + 1)
-  batch = {"tokens": jax.ShapeDtypeStruct(shape, jnp.int32, sharding=batch_sharding),
-           "mask": jax.ShapeDtypeStruct(shape, jnp.float32, sharding=batch_sharding)}
+def compile_train_step(train_fn, state, example_batch: dict, batch_sharding):
+  """AOT-compiles the train step for batches shaped like `example_batch`; logs its memory use."""
+  batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=batch_sharding),
+                       example_batch)
   # The mesh in context lets optax_muon give each device whole matrices to orthogonalize.
   with jax.set_mesh(batch_sharding.mesh):
     compiled = train_fn.lower(state, batch).compile()
@@ -122,46 +108,92 @@ def _host(metrics: dict) -> dict:
   return {k: float(v) for k, v in jax.device_get(metrics).items()}
 
 
+def _listed(items: list[str], limit: int = 6) -> str:
+  more = f" and {len(items) - limit} more" if len(items) > limit else ""
+  return ", ".join(items[:limit]) + more
+
+
+def setup(config: ml_collections.ConfigDict):
+  """Validates everything that needs no data: `(model_cfg, mesh, tokenizer, tx, use_qk_clip)`."""
+  validation.check_config(config)
+  maybe_initialize_distributed(config.distributed)
+  try:
+    mesh = mesh_lib.make_mesh(config.mesh)
+  except ValueError as e:
+    raise ConfigError(f"mesh: {e}") from e
+  try:
+    tokenizer = pipeline.load_tokenizer(config)
+  except (OSError, RuntimeError, ValueError) as e:
+    raise ConfigError(f"data.tokenizer={config.data.tokenizer!r}: cannot load ({e})") from e
+  model_cfg = model_config(config.model, tokenizer.vocab_size)
+  validation.check_for_mesh(config, model_cfg, mesh)
+  tx, use_qk_clip = optimizer_lib.make_optimizer(config.optimizer, model_cfg, config.train_steps,
+                                                 diagnostics.optimizer_config(config))
+  return model_cfg, mesh, tokenizer, tx, use_qk_clip
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        stop_at: int | None = None) -> dict:
   """Trains to `config.train_steps` (resuming if possible); returns the last metrics row.
 
   `stop_at` ends this run early with a checkpoint after that step, as a preemption would.
   """
-  maybe_initialize_distributed(config.distributed)
+  model_cfg, mesh, tokenizer, tx, use_qk_clip = setup(config)
   epath.Path(workdir).mkdir(parents=True, exist_ok=True)  # Local or gs://.
   is_main = jax.process_index() == 0
-  model_cfg = model_config(config.model)
-  mesh = mesh_lib.make_mesh(config.mesh)
-  validate(config, model_cfg, mesh)
-  tx, use_qk_clip = optimizer_lib.make_optimizer(config.optimizer, model_cfg, config.train_steps,
-                                                 diagnostics.optimizer_config(config))
 
-  builder = pipeline.prepare(config)
-  data_iter = iter(pipeline.train_dataset(config, builder))
+  corpus = pipeline.prepare(config)
+  data_iter = iter(pipeline.train_dataset(config, corpus, tokenizer))
   batch_sharding = models.sharding.batch_sharding(mesh)
   eval_data = [pipeline.to_global(b, batch_sharding)
-               for b in pipeline.eval_batches(config, builder)]
+               for b in pipeline.eval_batches(config, corpus, tokenizer)]
+  logging.info("Data: %s, tokenizer %s (vocab %d), %s rows of %d tokens.",
+               config.data.files or config.data.tfds_name, tokenizer.name, tokenizer.vocab_size,
+               "packed" if pipeline.is_packed(config) else "unpacked", config.seq_len + 1)
 
   graphdef, state, shardings = init_state(model_cfg, tx, mesh, config.seed)
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), config.max_checkpoints)
-  start = ckpt.latest_step() or 0
-  if start:
+  start = 0
+  if ckpt.latest_step() is not None:
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
     del state
-    state = ckpt.restore(start, shardings, abstract, data_iter)
+    start, state = ckpt.restore_latest(shardings, abstract, data_iter)
     logging.info("Resumed from step %d.", start)
   total = config.train_steps
-  train_fn, eval_fn = jit_steps(graphdef, tx, use_qk_clip, shardings, batch_sharding)
+  train_fn, eval_fn = jit_steps(graphdef, tx, use_qk_clip, shardings, batch_sharding,
+                                tokenizer.byte_lengths_V)
   if start < total:
-    train_fn = compile_train_step(train_fn, state, config, batch_sharding)
+    train_fn = compile_train_step(train_fn, state, eval_data[0], batch_sharding)
   writer = MetricsWriter(workdir, start, enabled=is_main)
   n_params = sum(math.prod(x.shape) for x in jax.tree.leaves(state.params))
   logging.info("Model %s: %.2fM params; mesh %s over %d process(es)", config.model.preset,
                n_params / 1e6, dict(mesh.shape), jax.process_count())
 
-  def evaluate() -> float:
-    return float(np.mean([float(eval_fn(state.params, b)) for b in eval_data]))
+  def evaluate() -> dict[str, float]:
+    """Mean eval loss (nats/token) and bits per byte over the eval batches."""
+    outs = [_host(eval_fn(state.params, b)) for b in eval_data]
+    loss_sum, n_bytes = sum(o["loss_sum"] for o in outs), sum(o["bytes"] for o in outs)
+    return {"eval_loss": float(np.mean([o["loss"] for o in outs])),
+            "eval_bpb": loss_sum / math.log(2) / max(n_bytes, 1.0)}
+
+  def checkpoint(step: int) -> None:
+    bad = nonfinite.state_report(state)
+    if bad:  # Never let a non-finite state displace a good checkpoint.
+      logging.warning("Not checkpointing step %d: non-finite values in %s.", step, _listed(bad))
+      return
+    ckpt.save(step, state, data_iter)
+
+  def stop_skipping(step: int, batch: dict) -> None:
+    """Raises `TooManySkippedSteps` naming the last checkpoint and the non-finite leaves."""
+    n = config.max_consecutive_skipped
+    last = ckpt.latest_step()
+    where = ("no checkpoint saved yet" if last is None else
+             f"last finite checkpoint: step {last} ({ckpt.directory / str(last)})")
+    bad = nonfinite.step_report(state, batch, graphdef)
+    raise TooManySkippedSteps(
+        f"{n} consecutive steps skipped (steps {step - n + 1}..{step}: non-finite gradients or "
+        f"updates); {where}; non-finite: {_listed(bad) if bad else 'nothing in the current state'}"
+        ". Lower optimizer.learning_rate or check the data, then rerun to resume.")
 
   tokens_per_step = config.batch_size * config.seq_len
   schedule = optimizer_lib.make_schedule(config.optimizer, total)
@@ -170,29 +202,37 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                   dynamic_ncols=True)
   last_row, pending = {}, None
   clock, clock_step = time.perf_counter(), start
+  consecutive_skips = 0
 
-  def record(step: int, device_metrics: dict, force: bool = False) -> None:
-    """Fetches a step's metrics, stops on NaN, updates the bar and writes the row."""
-    nonlocal clock, clock_step, last_row
+  def record(step: int, device_metrics: dict, batch: dict, force: bool = False) -> None:
+    """Fetches a step's metrics, counts skips, updates the bar and writes the row."""
+    nonlocal clock, clock_step, last_row, consecutive_skips
     row = {"step": step, **_host(device_metrics)}
-    if not math.isfinite(row["loss"]):
-      raise FloatingPointError(f"loss is {row['loss']} at step {step}; stopping.")
+    consecutive_skips = consecutive_skips + 1 if row.pop("skipped") else 0
+    row["skipped_steps"] = int(row["skipped_steps"])
+    too_many = consecutive_skips >= config.max_consecutive_skipped
+    if consecutive_skips:
+      logging.warning("Step %d skipped: non-finite gradients or updates (loss %s); %d in a row.",
+                      step, row["loss"], consecutive_skips)
     now = time.perf_counter()
     row["tokens_per_sec"] = tokens_per_step * (step - clock_step) / max(now - clock, 1e-9)
     row["lr"] = float(schedule(step - 1))
     bar.update(step - bar.n)
     steps_per_sec = bar.format_dict["rate"]  # tqdm's smoothed rate (per-step fetches jitter).
     bar.set_postfix(loss=f"{row['loss']:.3f}",
-                    tok_s=f"{tokens_per_step * steps_per_sec:.0f}" if steps_per_sec else "-")
-    if step % config.log_every == 0 or force:
+                    tok_s=f"{tokens_per_step * steps_per_sec:.0f}" if steps_per_sec else "-",
+                    skipped=row["skipped_steps"])
+    if step % config.log_every == 0 or force or too_many:
       extra_start = time.perf_counter()  # Time spent on diagnostics and eval is not training.
       if force and config.diagnostics.every and step % config.diagnostics.every == 0:
         row.update(diagnostics.compute(state, mesh))
-      if step % config.eval_every == 0 or step == total:
-        row["eval_loss"] = evaluate()
+      if (step % config.eval_every == 0 or step == total) and not too_many:
+        row.update(evaluate())
       writer.write(row)
       clock, clock_step = now + (time.perf_counter() - extra_start), step
     last_row = row
+    if too_many:
+      stop_skipping(step, batch)
 
   try:
     for step in range(start, total):
@@ -200,7 +240,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       state, metrics = train_fn(state, batch)
       if pending is not None:
         record(*pending)
-      pending, done = (step + 1, metrics), step + 1
+      pending, done = (step + 1, metrics, batch), step + 1
       stopping = stop.requested or done == stop_at
       save = done % config.checkpoint_every == 0 or done == total or stopping
       diagnose = config.diagnostics.every and done % config.diagnostics.every == 0
@@ -208,7 +248,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         record(*pending, force=True)
         pending = None
         if save:
-          ckpt.save(done, state, data_iter)
+          checkpoint(done)
         if stopping:
           break
   finally:
@@ -220,9 +260,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     logging.warning("Stopped at step %d (checkpointed); rerun to resume.", int(state.step))
     return last_row
   if "eval_loss" not in last_row:  # Nothing left to train: report the restored state.
-    last_row = {"step": int(state.step), "eval_loss": evaluate()}
+    last_row = {"step": int(state.step), **evaluate()}
   plot = plot_losses(writer.path, os.path.join(workdir, "loss.png")) if is_main else ""
   if is_main:
-    print(f"final eval loss: {last_row['eval_loss']:.4f} (step {last_row['step']})")
+    print(f"final eval loss: {last_row['eval_loss']:.4f} (step {last_row['step']}), "
+          f"{last_row['eval_bpb']:.4f} bits/byte")
     print(f"loss plot: {plot}")
   return last_row

@@ -170,3 +170,16 @@ def test_remat_recomputes_with_same_loss_and_grads():
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
   unscanned = models.get_config("tiny", n_layers=2, remat=True)
   assert _loss_and_grad(unscanned, t, compute=False)[1]
+
+
+def test_one_segment_at_default_positions_is_the_plain_forward():
+  """The packed path (segment ids, per-row positions) with one document == no packing."""
+  model = make(models.get_config("tiny", n_layers=2))
+  t = tokens(2, 16)
+  plain, aux_plain = forward(model, t)
+  packed, aux_packed = nnx.jit(lambda m, x, s, p: m(x, s, p))(
+      model, t, jnp.ones_like(t), jnp.broadcast_to(jnp.arange(16), t.shape))
+  np.testing.assert_allclose(packed, plain, atol=1e-6)
+  for name in aux_plain["max_logits"]:
+    np.testing.assert_allclose(aux_packed["max_logits"][name], aux_plain["max_logits"][name],
+                               rtol=1e-6)

@@ -51,6 +51,8 @@ def test_two_processes_match_one_process(tmp_path, data_dir):
   np.testing.assert_allclose([r["loss"] for r in two], [r["loss"] for r in one], rtol=1e-5)
   np.testing.assert_allclose(two[-1]["eval_loss"], one[-1]["eval_loss"], rtol=1e-5)
   assert os.path.exists(tmp_path / "two" / "checkpoints" / "4" / "data" / "process_1-of-2.json")
+  with open(tmp_path / "two" / "checkpoints" / "4" / "checksums.json") as f:
+    assert "data/process_1-of-2.json" in json.load(f)["files"]  # Written after both processes.
 
 
 @pytest.mark.slow

@@ -15,6 +15,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.checkpoint_every = 100
   c.max_checkpoints = 3
   c.log_every = 10
+  c.max_consecutive_skipped = 10  # Stop (exit 4) after this many non-finite steps in a row.
 
   # A preset from models.PRESETS; every other field overrides the preset unless None.
   c.model = ml_collections.ConfigDict()
@@ -43,6 +44,11 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.train_split = "train"
   c.data.eval_split = "eval"
   c.data.max_files = 0  # stdlib_source only: first N files (0 = all); for fast tests.
+  c.data.files = ""  # GLOB of local .txt/.jsonl files: the corpus instead of TFDS.
+  c.data.txt_docs = "file"  # .txt files: one document per "file" or per "line".
+  c.data.tokenizer = "bytes"  # bytes | PATH.model (SentencePiece; `python -m train.tokenizer`).
+  c.data.packing = placeholder(bool)  # Pack documents into full rows; None = on iff tokenized.
+  c.data.piece_bytes = 2048  # Packing: cut longer documents into line-aligned pieces (0 = off).
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.data = -1  # -1 = fill with the remaining devices.

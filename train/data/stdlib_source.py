@@ -2,8 +2,10 @@
 
 Each file is read as raw bytes, assigned to `train` or `eval` by a deterministic hash of its
 relative path (~5% eval), and cut into non-overlapping records of exactly `chunk_len` bytes
-(the trailing partial chunk of a file is dropped). Records are stored in `array_record` format,
-so building and reading need no TensorFlow.
+(the trailing partial chunk of a file is dropped). With `chunk_len=0` records are documents for
+tokenizers and packing: each file whole, or cut at line ends into pieces of at most `piece_bytes`
+(`pieces.py`), with `last` marking a file's final piece. Records are stored in `array_record`
+format, so building and reading need no TensorFlow.
 """
 
 import dataclasses
@@ -13,6 +15,8 @@ import sysconfig
 
 import numpy as np
 import tensorflow_datasets as tfds
+
+from train.data import pieces
 
 EVAL_PERCENT = 5
 _SKIP_DIRS = frozenset({"site-packages", "test", "tests", "idle_test", "__pycache__"})
@@ -40,15 +44,22 @@ def split_of(rel_path: str) -> str:
 class StdlibConfig(tfds.core.BuilderConfig):
   chunk_len: int = 129
   max_files: int = 0
+  piece_bytes: int = 0
 
 
-def make_config(chunk_len: int, max_files: int = 0) -> StdlibConfig:
-  name = f"chunk{chunk_len}" + (f"_files{max_files}" if max_files else "")
-  return StdlibConfig(name=name, chunk_len=chunk_len, max_files=max_files)
+def make_config(chunk_len: int, max_files: int = 0, piece_bytes: int = 0) -> StdlibConfig:
+  """Byte chunks of `chunk_len`, or documents (pieces of `piece_bytes`) when `chunk_len` is 0."""
+  if chunk_len:
+    name = f"chunk{chunk_len}"
+  else:
+    name = "docs" + (f"_pieces{piece_bytes}" if piece_bytes else "")
+  name += f"_files{max_files}" if max_files else ""
+  return StdlibConfig(name=name, chunk_len=chunk_len, max_files=max_files,
+                      piece_bytes=0 if chunk_len else piece_bytes)
 
 
 class StdlibSource(tfds.core.GeneratorBasedBuilder):
-  """Byte chunks of the Python standard library source."""
+  """Byte chunks (or whole files) of the Python standard library source."""
 
   VERSION = tfds.core.Version("1.0.0")
   BUILDER_CONFIGS = []  # Configs are made on the fly by `make_config(chunk_len, max_files)`.
@@ -56,12 +67,12 @@ class StdlibSource(tfds.core.GeneratorBasedBuilder):
   code_path = None
 
   def _info(self) -> tfds.core.DatasetInfo:
+    features = {"text": tfds.features.Tensor(shape=(self.builder_config.chunk_len or None,),
+                                             dtype=np.uint8)}
+    if not self.builder_config.chunk_len:
+      features["last"] = tfds.features.Tensor(shape=(), dtype=np.bool_)
     return self.dataset_info_from_configs(
-        features=tfds.features.FeaturesDict({
-            "text": tfds.features.Tensor(shape=(self.builder_config.chunk_len,), dtype=np.uint8),
-        }),
-        description=__doc__,
-    )
+        features=tfds.features.FeaturesDict(features), description=__doc__)
 
   def _split_generators(self, dl_manager):
     del dl_manager  # Local files only; never downloads.
@@ -77,5 +88,10 @@ class StdlibSource(tfds.core.GeneratorBasedBuilder):
     for rel in rel_paths:
       with open(os.path.join(root, rel), "rb") as f:
         data_T = np.frombuffer(f.read(), np.uint8)
+      if not n:
+        ranges = pieces.split_ranges(data_T.tobytes(), self.builder_config.piece_bytes)
+        for i, (start, end) in enumerate(ranges):
+          yield f"{rel}:{i}", {"text": data_T[start:end], "last": i == len(ranges) - 1}
+        continue
       for i in range(len(data_T) // n):
         yield f"{rel}:{i}", {"text": data_T[i * n:(i + 1) * n]}
