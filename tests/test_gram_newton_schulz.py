@@ -155,7 +155,7 @@ def test_every_normalization_matches_standard(normalization, shape):
 def test_restarting_every_step_is_the_standard_iteration():
   x = jnp.asarray(np.random.default_rng(5).standard_normal((2, 16, 48)), jnp.float32)
   table = optax_muon.ns_coefficients("jordan", 5)
-  gram = gram_ns.gram_orthogonalize_matrices(x, table, restarts=range(1, 5))
+  gram = ns.orthogonalize_matrices(x, table, method="gram", restarts=range(1, 5))
   std = ns.orthogonalize_matrices(x, table)
   np.testing.assert_allclose(np.asarray(gram), np.asarray(std), atol=2e-6)
 
@@ -164,8 +164,8 @@ def test_no_restart_is_exact_in_float64():
   with jax.enable_x64(True):
     x, u, s, v = _with_spectrum((10, 40), np.geomspace(1.0, 1e-2, 10), seed=6)
     table = _published_table("polar_express", 8)
-    out = gram_ns.gram_orthogonalize_matrices(jnp.asarray(x)[None], table, restarts=(),
-                                              input_scale=1.01)
+    out = ns.orthogonalize_matrices(jnp.asarray(x)[None], table, method="gram",
+                                       restarts=(), input_scale=1.01)
     assert out.dtype == jnp.float64
     expected = (u * _np_map(s / (1.01 * np.linalg.norm(s)), table)) @ v.T
     np.testing.assert_allclose(np.asarray(out[0]), expected, atol=1e-10)
@@ -258,7 +258,7 @@ def test_batch_of_matrices_equals_each_matrix():
   table = optax_muon.ns_coefficients("jordan", 5)
   for i in range(3):
     for j in range(2):
-      one = gram_ns.gram_orthogonalize_matrices(jnp.asarray(x[i, j])[None], table)
+      one = ns.orthogonalize_matrices(jnp.asarray(x[i, j])[None], table, method="gram")
       np.testing.assert_allclose(out[i, j], np.asarray(one[0]), atol=1e-6)
       assert _rel(out[i, j], _orth(x[i, j], "standard")) < 1e-4
 
@@ -290,7 +290,7 @@ def test_flop_model_counts_the_kernels_matmuls(shape, schedule, steps):
   m, n = min(shape), max(shape)
   x = jnp.zeros((1, *shape))
   table = optax_muon.ns_coefficients(schedule, steps)
-  gram = _dot_flops(lambda x: gram_ns.gram_orthogonalize_matrices(x, table), x)
+  gram = _dot_flops(lambda x: ns.orthogonalize_matrices(x, table, method="gram"), x)
   std = _dot_flops(lambda x: ns.orthogonalize_matrices(x, table), x)
   assert gram == gram_ns.flops(*shape, steps, "gram", schedule=schedule)
   assert std == gram_ns.flops(*shape, steps, "standard", schedule=schedule)
@@ -299,8 +299,8 @@ def test_flop_model_counts_the_kernels_matmuls(shape, schedule, steps):
   assert std == steps * (4 * m * m * n + 2 * m**3)
   assert gram == 4 * r * m * m * n + (8 * steps - 6 * r) * m**3
   for restarts in ((), (1,), tuple(range(1, steps))):
-    assert _dot_flops(lambda x: gram_ns.gram_orthogonalize_matrices(
-        x, table, restarts=restarts), x) == gram_ns.flops(
+    assert _dot_flops(lambda x: ns.orthogonalize_matrices(
+        x, table, method="gram", restarts=restarts), x) == gram_ns.flops(
             *shape, steps, "gram", schedule=schedule, restarts=restarts)
 
 
@@ -357,8 +357,8 @@ def test_default_restarts():
 @pytest.mark.parametrize("restarts", [(0,), (5,), (-1,), "x"])
 def test_bad_restarts_raise(restarts):
   with pytest.raises(ValueError, match="restart"):
-    gram_ns.gram_orthogonalize_matrices(jnp.ones((1, 4, 6)), optax_muon.ns_coefficients(
-        "jordan", 5), restarts=restarts)
+    ns.orthogonalize_matrices(jnp.ones((1, 4, 6)), optax_muon.ns_coefficients(
+        "jordan", 5), method="gram", restarts=restarts)
 
 
 @pytest.mark.parametrize("call", [

@@ -72,6 +72,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from optax_muon._src import coefficients as coeffs_lib
+from optax_muon._src import ns_prologue as prologue
 
 __all__ = [
     "METHODS",
@@ -80,18 +81,14 @@ __all__ = [
     "choose_method",
     "default_restarts",
     "flops",
-    "gram_orthogonalize_matrices",
+    "iterate",
 ]
 
 METHODS = ("standard", "gram", "auto")
 AUTO_MIN_SAVING = 0.1
-_NORMALIZATIONS = ("frobenius", "spectral", "schatten4", "aol")
 # Largest gain ∏ a_k² a block may apply to its Gram's rounding floor.
 _FIRST_BLOCK_GAIN = 2000.0
 _BLOCK_GAIN = 250.0
-# As in newton_schulz.py ("spectral" normalization).
-_SPECTRAL_POWER_ITERS = 8
-_SPECTRAL_SAFETY = 1.05
 
 
 def check_method(method: str) -> None:
@@ -204,102 +201,33 @@ def flops(m: int, n: int, steps: int, method: str = "standard", *,
   return standard if method == "standard" else gram
 
 
-def _acc_dtype(dtype):
-  return jnp.promote_types(dtype, jnp.float32)
+def iterate(prepared: prologue.Prepared, table: np.ndarray, normalization: str,
+            restarts: Sequence[int] | None = None) -> jax.Array:
+  """Gram Newton–Schulz steps on a prepared (oriented, normalized) ``[B, m, n]`` stack.
 
-
-def _gram(x):
-  return jax.lax.dot_general(x, x, (((2,), (2,)), ((0,), (0,))),
-                             preferred_element_type=_acc_dtype(x.dtype))
-
-
-def _bmm(a, b):
-  return jax.lax.dot_general(a, b, (((2,), (1,)), ((0,), (0,))),
-                             preferred_element_type=_acc_dtype(a.dtype))
-
-
-def _top_eigenvalue(a, iters: int):
-  r = a.shape[-1]
-  v = jnp.broadcast_to(1.0 + jnp.arange(r, dtype=a.dtype) / r, a.shape[:-1])
-  for _ in range(iters):
-    v = jnp.einsum("bij,bj->bi", a, v)
-    v = v / (jnp.linalg.norm(v, axis=-1, keepdims=True) + 1e-30)
-  return jnp.einsum("bi,bij,bj->b", v, a, v)
-
-
-def gram_orthogonalize_matrices(
-    x: jax.Array,
-    table: np.ndarray,
-    *,
-    normalization: str = "frobenius",
-    input_scale: float = 1.0,
-    eps: float = 1e-7,
-    compute_dtype: Any = None,
-    restarts: Sequence[int] | None = None,
-) -> jax.Array:
-  """Gram Newton–Schulz on a ``[B, m, n]`` stack with a concrete ``(steps, 3)`` table.
-
-  A drop-in for ``newton_schulz.orthogonalize_matrices`` (same arguments, same
-  result up to rounding): tall matrices are transposed, the input is prescaled
-  by its max-abs (exact), zero maps to zero, and every normalization reuses
-  the first Gram (``"spectral"`` also its square).
+  Called by ``newton_schulz.orthogonalize_matrices(..., method="gram")``, which
+  prepares the input and orients the result back.
 
   Args:
-    x: ``[B, m, n]`` stack of matrices.
+    prepared: the stack after :func:`ns_prologue.prepare` (``m <= n``), with the
+      first Gram (and its square) when the normalization made them.
     table: ``(steps, 3)`` coefficients.
-    normalization: ``"frobenius"``, ``"spectral"``, ``"schatten4"`` or ``"aol"``.
-    input_scale: the schedule's ν of ``X / (ν‖X‖_F)`` (frobenius only).
-    eps: normalizer epsilon.
-    compute_dtype: dtype of the iteration (``None``: float32, float64 stays).
+    normalization: the first-step normalization used (sets the default restarts).
     restarts: 0-based steps before which ``X ← QX`` and the Gram is recomputed;
       ``None``: :func:`default_restarts`; ``()``: none; every step: the
       standard iteration.
 
   Returns:
-    The orthogonalized stack, in ``x``'s dtype.
+    The iterated ``[B, m, n]`` stack, in the compute dtype.
   """
-  out_dtype = x.dtype
-  b, m, n = x.shape
-  if b * m * n == 0:
-    return x
-  if normalization not in _NORMALIZATIONS:
-    raise ValueError(
-        f"unknown normalization {normalization!r}; valid choices: {_NORMALIZATIONS}.")
   table = _table(table)
   steps = [tuple(float(c) for c in row) for row in table]
   cuts = [0, *_resolve_restarts(table, restarts, normalization), len(steps)]
-  transposed = m > n
-  if transposed:
-    x = jnp.swapaxes(x, 1, 2)
-    m, n = n, m
-  x = x.astype(jnp.float32) if compute_dtype is None and x.dtype != jnp.float64 else x
-  amax = jnp.max(jnp.abs(x), axis=(1, 2), keepdims=True)
-  x = x / jnp.where(amax > 0, amax, 1.0)
-  if compute_dtype is not None:
-    x = x.astype(compute_dtype)
-  dt, acc = x.dtype, _acc_dtype(x.dtype)
-
-  r0 = r0_sq = None  # the normalized first Gram (and its square), when the normalization made it
-  if normalization == "frobenius":
-    norm = jnp.sqrt(jnp.sum(jnp.square(x.astype(jnp.float32)), axis=(1, 2), keepdims=True))
-    x = (x / (input_scale * norm + eps)).astype(dt)
-  else:
-    a32 = _gram(x).astype(jnp.float32)
-    if normalization == "spectral":
-      sq32 = _bmm(a32, a32)
-      lam_sq = _top_eigenvalue(sq32, _SPECTRAL_POWER_ITERS)
-      upper = jnp.sqrt(jnp.sqrt(jnp.sum(jnp.square(sq32), axis=(1, 2))))
-      sigma = jnp.minimum(_SPECTRAL_SAFETY * jnp.sqrt(jnp.sqrt(jnp.maximum(lam_sq, 0.0))),
-                          jnp.sqrt(upper))
-      s = (1.0 / jnp.maximum(sigma, eps))[:, None, None]
-      r0_sq = (sq32 * s**4).astype(acc)
-    elif normalization == "schatten4":
-      s = jax.lax.rsqrt(jnp.maximum(jnp.sqrt(jnp.sum(jnp.square(a32), axis=(1, 2),
-                                                    keepdims=True)), eps))
-    else:  # "aol": row scaling D, X ← DX, R ← DRD
-      s = jax.lax.rsqrt(jnp.maximum(jnp.sum(jnp.abs(a32), axis=2), eps))[:, :, None]
-    x = (x * s).astype(dt)
-    r0 = (a32 * s * jnp.swapaxes(s, 1, 2)).astype(acc)
+  x = prepared.x
+  b, m, _ = x.shape
+  dt, acc = x.dtype, prologue.acc_dtype(x.dtype)
+  r0 = None if prepared.first_gram is None else prepared.first_gram.astype(acc)
+  r0_sq = None if prepared.first_gram_sq is None else prepared.first_gram_sq.astype(acc)
 
   # m × m matrices are pairs (s, M) meaning s·I + M: s [B,1,1] in acc, M in dt
   # and traceless up to rounding.
@@ -311,11 +239,11 @@ def gram_orthogonalize_matrices(
 
   def mul(u, v):  # (s I + M)(t I + N) = st I + (sN + tM + MN)
     (su, mu), (sv, mv) = u, v
-    return center(su * sv, su * mv.astype(acc) + sv * mu.astype(acc) + _bmm(mu, mv))
+    return center(su * sv, su * mv.astype(acc) + sv * mu.astype(acc) + prologue.bmm(mu, mv))
 
   zero = jnp.zeros((b, 1, 1), acc)
   for start, stop in zip(cuts, cuts[1:]):
-    r = center(zero, _gram(x) if r0 is None else r0)
+    r = center(zero, prologue.gram(x) if r0 is None else r0)
     q = None
     for i in range(start, stop):
       ca, cb, cc = steps[i]
@@ -327,9 +255,6 @@ def gram_orthogonalize_matrices(
       q = p if q is None else mul(q, p)
       if i < stop - 1:
         r = mul(p, mul(r, p))  # R ← P R P
-    x = (q[0] * x.astype(acc) + _bmm(q[1], x)).astype(dt)  # X ← Q X, one rounding
+    x = (q[0] * x.astype(acc) + prologue.bmm(q[1], x)).astype(dt)  # X ← Q X, one rounding
     r0 = None
-
-  if transposed:
-    x = jnp.swapaxes(x, 1, 2)
-  return x.astype(out_dtype)
+  return x

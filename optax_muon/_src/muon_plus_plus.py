@@ -15,15 +15,10 @@ warm-started power iterations kept in the state (a few matvecs per matrix).
 Non-matrix parameters go to AdamW as in Muon.
 """
 
-from typing import Any
-
 import jax
 import optax
 
 from optax_muon._src import alias_parts
-from optax_muon._src import coefficients as coeffs_lib
-from optax_muon._src import dimension_numbers as dn
-from optax_muon._src import newton_schulz as ns_lib
 from optax_muon._src import scale_by_muon as scale_by_muon_lib
 from optax_muon._src import spectral_decay
 from optax_muon._src import validation
@@ -32,31 +27,14 @@ from optax_muon._src import weight_decay as wd_lib
 __all__ = ["muon_plus_plus"]
 
 
-@alias_parts.shared_docs
+@alias_parts.alias(ns_schedule="polar_express", weight_decay=0.0, adam_weight_decay=0.1)
 def muon_plus_plus(
     learning_rate: optax.ScalarOrSchedule,
     *,
     update_scale: jax.typing.ArrayLike = 1.0,
     weight_radius: jax.typing.ArrayLike | None = 4.0,
     power_iterations: int | None = None,
-    beta: jax.typing.ArrayLike = 0.95,
-    nesterov: bool = True,
-    ns_schedule: coeffs_lib.Schedule | dict = "polar_express",
-    ns_steps: int | dict | None = None,
-    normalization: str = "frobenius",
-    compute_dtype: Any = None,
-    weight_decay: jax.typing.ArrayLike = 0.0,
-    weight_decay_mask: str | None = None,
-    adam_b1: jax.typing.ArrayLike = 0.9,
-    adam_b2: jax.typing.ArrayLike = 0.95,
-    adam_eps: jax.typing.ArrayLike = 1e-8,
-    adam_weight_decay: jax.typing.ArrayLike | None = 0.1,
-    adam_learning_rate: optax.ScalarOrSchedule | None = None,
-    mu_dtype: Any = None,
-    dimension_numbers: dn.DimensionNumbersSpec = None,
-    skip_nonfinite: bool = True,
-    mesh: Any = None,
-    diagnostics: Any = None,
+    shared: alias_parts.Shared,
 ) -> optax.GradientTransformationExtraArgs:
   """Muon with the update's spectral norm set exactly and the weight's bounded.
 
@@ -67,14 +45,12 @@ def muon_plus_plus(
     weight_radius: ``‖W‖₂ ≤ weight_radius·sqrt(fan_out/fan_in)``, held by the
       smallest data-dependent decay that does it; ``None`` = no bound.
     power_iterations: warm-started power-iteration rounds per step (default 2).
-    @@momentum@@
-    @@newton_schulz@@
-      Default Polar Express × 6, which maps normalized σ ∈ [1e-3, 1] into
-      [0.995, 1.001]: ``‖O‖₂`` is then pinned near 1 whatever the gradient.
-    @@weight_decay@@
-      Default 0: the radius bounds the weights.
-    @@adam@@
-    @@routing@@
+    @@shared@@
+
+  The defaults differ from ``muon``'s: Newton–Schulz is Polar Express × 6 (it maps
+  normalized σ ∈ [1e-3, 1] into [0.995, 1.001], so ``‖O‖₂`` is pinned near 1
+  whatever the gradient); ``weight_decay`` is 0 (the radius bounds the weights)
+  and the AdamW leaves decay with 0.1.
 
   Examples:
     >>> import jax.numpy as jnp, optax_muon
@@ -84,10 +60,6 @@ def muon_plus_plus(
     >>> round(float(jnp.linalg.norm(u["w"], 2)), 4)
     0.01
   """
-  alias_parts.check_common(learning_rate, beta=beta, weight_decay=weight_decay, adam_b1=adam_b1,
-                           adam_b2=adam_b2, adam_eps=adam_eps,
-                           adam_weight_decay=adam_weight_decay,
-                           adam_learning_rate=adam_learning_rate)
   validation.check_positive(update_scale, "update_scale")
   if weight_radius is not None:
     validation.check_positive(weight_radius, "weight_radius")
@@ -97,18 +69,14 @@ def muon_plus_plus(
       spectral_decay.spectral_weight_decay(weight_radius, power_iterations=iters),)
   matrix_chain = optax.chain(
       scale_by_muon_lib.scale_by_muon(
-          beta=beta, nesterov=nesterov, mu_dtype=mu_dtype,
-          ns_schedule=ns_lib.with_default(ns_schedule, "polar_express"),
-          ns_steps=ns_lib.with_default(ns_steps, 6), normalization=normalization,
-          compute_dtype=compute_dtype, scale="mup", exact_scale=True, power_iterations=iters,
-          mesh=mesh, diagnostics=diagnostics),
+          beta=shared.beta, nesterov=shared.nesterov, mu_dtype=shared.mu_dtype, scale="mup",
+          exact_scale=True, power_iterations=iters, diagnostics=shared.diagnostics,
+          **shared.ns_kwargs("polar_express", 6)),
       optax.scale(update_scale),
       optax.scale_by_learning_rate(learning_rate),
-      wd_lib.decoupled_weight_decay(weight_decay, learning_rate, mask=weight_decay_mask),
+      wd_lib.decoupled_weight_decay(shared.weight_decay, learning_rate,
+                                    mask=shared.weight_decay_mask),
       *bound,
   )
-  others = alias_parts.adamw_for_others(
-      learning_rate, adam_learning_rate=adam_learning_rate, b1=adam_b1, b2=adam_b2,
-      eps=adam_eps, weight_decay=weight_decay, adam_weight_decay=adam_weight_decay,
-      weight_decay_mask=weight_decay_mask, mu_dtype=mu_dtype)
-  return alias_parts.assemble(matrix_chain, others, dimension_numbers, skip_nonfinite)
+  return alias_parts.assemble(matrix_chain, alias_parts.adamw_for_others(learning_rate, shared),
+                              shared)

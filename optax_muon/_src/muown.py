@@ -1,14 +1,9 @@
 """``muown``: Muon on per-neuron directions, Adam on their magnitudes (docs/algorithms.md, "Muown")."""
 
-from typing import Any
-
 import jax
 import optax
 
 from optax_muon._src import alias_parts
-from optax_muon._src import coefficients as coeffs_lib
-from optax_muon._src import dimension_numbers as dn
-from optax_muon._src import newton_schulz as ns_lib
 from optax_muon._src import row_norm
 from optax_muon._src import scale_by_muon as scale_by_muon_lib
 from optax_muon._src import validation
@@ -18,7 +13,7 @@ from optax_muon.diagnostics import probes
 __all__ = ["muown"]
 
 
-@alias_parts.shared_docs
+@alias_parts.alias(weight_decay=0.0, adam_weight_decay=0.1)
 def muown(
     learning_rate: optax.ScalarOrSchedule,
     *,
@@ -26,25 +21,8 @@ def muown(
     magnitude_learning_rate: optax.ScalarOrSchedule | None = None,
     magnitude_b1: jax.typing.ArrayLike = 0.9,
     magnitude_b2: jax.typing.ArrayLike = 0.95,
-    beta: jax.typing.ArrayLike = 0.95,
-    nesterov: bool = True,
-    ns_schedule: coeffs_lib.Schedule | dict = "jordan",
-    ns_steps: int | dict | None = None,
-    normalization: str = "frobenius",
-    compute_dtype: Any = None,
     rms: jax.typing.ArrayLike = 0.2,
-    weight_decay: jax.typing.ArrayLike = 0.0,
-    weight_decay_mask: str | None = None,
-    adam_b1: jax.typing.ArrayLike = 0.9,
-    adam_b2: jax.typing.ArrayLike = 0.95,
-    adam_eps: jax.typing.ArrayLike = 1e-8,
-    adam_weight_decay: jax.typing.ArrayLike | None = 0.1,
-    adam_learning_rate: optax.ScalarOrSchedule | None = None,
-    mu_dtype: Any = None,
-    dimension_numbers: dn.DimensionNumbersSpec = None,
-    skip_nonfinite: bool = True,
-    mesh: Any = None,
-    diagnostics: Any = None,
+    shared: alias_parts.Shared,
 ) -> optax.GradientTransformationExtraArgs:
   """Muown: row-norm (ℓ∞ over output neurons) control on top of Muon.
 
@@ -59,12 +37,11 @@ def muown(
     magnitude: ``"adam"`` (default) or ``"sign"``.
     magnitude_learning_rate: the magnitudes' learning rate (default ``learning_rate``).
     magnitude_b1, magnitude_b2: the magnitude Adam's betas.
-    @@momentum@@
-    @@newton_schulz@@
     rms: update RMS of the direction's ``"moonlight"`` scale.
-    @@weight_decay@@
-    @@adam@@
-    @@routing@@
+    @@shared@@
+
+  The defaults differ from ``muon``'s: ``weight_decay`` is 0 (the paper's) and the
+  AdamW leaves decay with 0.1.
 
   Examples:
     >>> import jax, jax.numpy as jnp, optax_muon
@@ -77,32 +54,24 @@ def muown(
   References:
     Lion, Hübler, Li, Orvieto, He, `Muown <https://arxiv.org/abs/2605.10797>`_, 2026.
   """
-  alias_parts.check_common(learning_rate, beta=beta, weight_decay=weight_decay, adam_b1=adam_b1,
-                           adam_b2=adam_b2, adam_eps=adam_eps,
-                           adam_weight_decay=adam_weight_decay,
-                           adam_learning_rate=adam_learning_rate)
   mag_lr = learning_rate if magnitude_learning_rate is None else magnitude_learning_rate
   validation.check_learning_rate(mag_lr, "magnitude_learning_rate")
   validation.check_beta(magnitude_b1, "magnitude_b1")
   validation.check_beta(magnitude_b2, "magnitude_b2")
-  cfg = probes.as_config(diagnostics)
+  cfg = probes.as_config(shared.diagnostics)
   direction = optax.chain(
       scale_by_muon_lib.scale_by_muon(
-          beta=beta, nesterov=nesterov, mu_dtype=mu_dtype,
-          ns_schedule=ns_lib.with_default(ns_schedule, "jordan"),
-          ns_steps=ns_lib.with_default(ns_steps, 5), normalization=normalization,
-          compute_dtype=compute_dtype, rms=rms, mesh=mesh,
+          beta=shared.beta, nesterov=shared.nesterov, mu_dtype=shared.mu_dtype, rms=rms,
           # The direction's params are V, not W: the weight probe sits outside.
-          diagnostics=None if cfg is None else cfg._replace(weight_norm="none")),
+          diagnostics=None if cfg is None else cfg._replace(weight_norm="none"),
+          **shared.ns_kwargs("jordan", 5)),
       optax.scale_by_learning_rate(learning_rate))
+  magnitudes = row_norm.default_magnitude(mag_lr, magnitude, b1=magnitude_b1, b2=magnitude_b2,
+                                          eps=shared.adam_eps)
   matrix_chain = optax.chain(
       *probes.weight_probe(cfg),
-      row_norm.row_norm_ell_inf(
-          direction, row_norm.default_magnitude(mag_lr, magnitude, b1=magnitude_b1,
-                                                b2=magnitude_b2, eps=adam_eps)),
-      wd_lib.decoupled_weight_decay(weight_decay, learning_rate, mask=weight_decay_mask))
-  others = alias_parts.adamw_for_others(
-      learning_rate, adam_learning_rate=adam_learning_rate, b1=adam_b1, b2=adam_b2,
-      eps=adam_eps, weight_decay=weight_decay, adam_weight_decay=adam_weight_decay,
-      weight_decay_mask=weight_decay_mask, mu_dtype=mu_dtype)
-  return alias_parts.assemble(matrix_chain, others, dimension_numbers, skip_nonfinite)
+      row_norm.row_norm_ell_inf(direction, magnitudes),
+      wd_lib.decoupled_weight_decay(shared.weight_decay, learning_rate,
+                                    mask=shared.weight_decay_mask))
+  return alias_parts.assemble(matrix_chain, alias_parts.adamw_for_others(learning_rate, shared),
+                              shared)

@@ -28,7 +28,7 @@ from __future__ import annotations
 import collections
 import functools
 import re
-from typing import Any, Literal, Mapping, NamedTuple
+from typing import Any, Literal, Mapping, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -40,39 +40,14 @@ from optax_muon._src import dimension_numbers as dn
 from optax_muon._src import distributed
 from optax_muon._src import gram_newton_schulz as gram_ns
 from optax_muon._src import matrices
-from optax_muon._src import power_iteration as pi
+from optax_muon._src import ns_prologue as prologue
 from optax_muon._src import validation
 
 __all__ = ["NORMALIZATIONS", "orthogonalize", "orthogonalize_matrices", "newton_schulz"]
 
-NORMALIZATIONS = ("frobenius", "spectral", "schatten4", "aol")
-Normalization = Literal["frobenius", "spectral", "schatten4", "aol"]
-
-_SPECTRAL_POWER_ITERS = 4  # rounds on A², each a matvec pair
-_SPECTRAL_SAFETY = 1.05
-
-
-def _check_normalization(normalization: str) -> None:
-  if normalization not in NORMALIZATIONS:
-    raise ValueError(
-        f"unknown normalization {normalization!r}; valid choices: {NORMALIZATIONS}."
-    )
-
-
-def _acc_dtype(dtype):
-  return jnp.promote_types(dtype, jnp.float32)
-
-
-def _gram(x):
-  # [B, r, c] -> [B, r, r] accumulated in >= f32; contracts the long side
-  # without materializing xᵀ.
-  return jax.lax.dot_general(x, x, (((2,), (2,)), ((0,), (0,))),
-                             preferred_element_type=_acc_dtype(x.dtype))
-
-
-def _bmm(a, b):
-  return jax.lax.dot_general(a, b, (((2,), (1,)), ((0,), (0,))),
-                             preferred_element_type=_acc_dtype(a.dtype))
+NORMALIZATIONS = prologue.NORMALIZATIONS
+Normalization = prologue.Normalization
+_check_normalization = prologue.check_normalization
 
 
 def orthogonalize_matrices(
@@ -84,66 +59,37 @@ def orthogonalize_matrices(
     eps: float = 1e-7,
     compute_dtype: Any = None,
     method: str = "standard",
+    restarts: Sequence[int] | None = None,
 ) -> jax.Array:
-  """Core kernel on a ``[B, m, n]`` stack with a concrete ``(steps, 3)`` table."""
+  """Core kernel on a ``[B, m, n]`` stack with a concrete ``(steps, 3)`` table.
+
+  ``method="gram"`` (or ``"auto"`` where it is cheaper) runs the Gram iteration
+  (:mod:`gram_newton_schulz`, restarting before the steps in ``restarts``;
+  ``None``: its default placement) after the same preparation.
+  """
   out_dtype = x.dtype
   b, m, n = x.shape
   if b * m * n == 0:
     return x
-  if method != "standard" and gram_ns.choose_method(method, m, n, table, normalization) == "gram":
-    return gram_ns.gram_orthogonalize_matrices(
-        x, table, normalization=normalization, input_scale=input_scale, eps=eps,
-        compute_dtype=compute_dtype)
-  transposed = m > n
-  if transposed:
-    x = jnp.swapaxes(x, 1, 2)
-  x = x.astype(jnp.float32) if compute_dtype is None and x.dtype != jnp.float64 else x
-  # Exact max-abs prescale: keeps 1e30 and 1e-30 inputs in range of the norms
-  # below; NS is scale invariant so this changes nothing else.
-  amax = jnp.max(jnp.abs(x), axis=(1, 2), keepdims=True)
-  x = x / jnp.where(amax > 0, amax, 1.0)
-  if compute_dtype is not None:
-    x = x.astype(compute_dtype)
+  prepared = prologue.prepare(x, normalization, input_scale, eps, compute_dtype)
+  if method != "standard" and gram_ns.choose_method(method, m, n, table, normalization,
+                                                    restarts) == "gram":
+    x = gram_ns.iterate(prepared, table, normalization, restarts)
+    x = jnp.swapaxes(x, 1, 2) if prepared.transposed else x
+    return x.astype(out_dtype)
+  x, transposed, a_gram, a_sq = prepared
   steps = [tuple(float(c) for c in row) for row in table]
-
-  a_gram = a_sq = None  # the first step's A = XXᵀ and A², when precomputed
-  if normalization == "frobenius":
-    norm = jnp.sqrt(jnp.sum(jnp.square(x.astype(jnp.float32)), axis=(1, 2), keepdims=True))
-    x = (x / (input_scale * norm + eps)).astype(x.dtype)
-  else:
-    a32 = _gram(x).astype(jnp.float32)
-    if normalization == "spectral":
-      # λ_max(A²) by power iteration on A² (which step 1 needs anyway); the
-      # estimate is a lower bound, so a safety factor keeps σ₁ below 1, and
-      # ‖A²‖_F^{1/2} >= λ_max(A) caps it from above.
-      sq32 = _bmm(a32, a32)
-      lam_sq = pi.top_singular_triplet(sq32, iters=_SPECTRAL_POWER_ITERS)[0]
-      upper = jnp.sqrt(jnp.sqrt(jnp.sum(jnp.square(sq32), axis=(1, 2))))
-      sigma = jnp.minimum(_SPECTRAL_SAFETY * jnp.sqrt(jnp.sqrt(jnp.maximum(lam_sq, 0.0))),
-                          jnp.sqrt(upper))
-      s = (1.0 / jnp.maximum(sigma, eps))[:, None, None]
-      a_sq = sq32 * s**4
-    elif normalization == "schatten4":
-      s = jax.lax.rsqrt(jnp.maximum(jnp.sqrt(jnp.sum(jnp.square(a32), axis=(1, 2),
-                                                    keepdims=True)), eps))
-    elif normalization == "aol":
-      s = jax.lax.rsqrt(jnp.maximum(jnp.sum(jnp.abs(a32), axis=2), eps))[:, :, None]
-    else:
-      _check_normalization(normalization)
-    # s is [B,1,1] (a scalar per matrix) or [B,m,1] (AOL's row scaling D).
-    x = (x * s).astype(x.dtype)
-    a_gram = a32 * s * jnp.swapaxes(s, 1, 2)
 
   # Each step rounds to the compute dtype once per fused product, like two
   # addmm calls: H = bA + cA² and X = aX + HX are formed in >= f32. Rounding
   # every small op in bf16 instead costs 4x the error (aX and HX nearly cancel).
-  dt, acc = x.dtype, _acc_dtype(x.dtype)
+  dt, acc = x.dtype, prologue.acc_dtype(x.dtype)
   for i, (ca, cb, cc) in enumerate(steps):
-    a_acc = a_gram if (i == 0 and a_gram is not None) else _gram(x)
+    a_acc = a_gram if (i == 0 and a_gram is not None) else prologue.gram(x)
     a_mat = a_acc.astype(dt)
-    a_mat_sq = a_sq if (i == 0 and a_sq is not None) else _bmm(a_mat, a_mat)
+    a_mat_sq = a_sq if (i == 0 and a_sq is not None) else prologue.bmm(a_mat, a_mat)
     poly = (cb * a_mat.astype(acc) + cc * a_mat_sq.astype(acc)).astype(dt)
-    x = (ca * x.astype(acc) + _bmm(poly, x)).astype(dt)
+    x = (ca * x.astype(acc) + prologue.bmm(poly, x)).astype(dt)
 
   if transposed:
     x = jnp.swapaxes(x, 1, 2)

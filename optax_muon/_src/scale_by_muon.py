@@ -33,6 +33,7 @@ def scale_by_muon(
     normalization: str = "frobenius",
     ns_eps: jax.typing.ArrayLike = 1e-7,
     compute_dtype: Any = None,
+    ns_method: str = "standard",
     adaptive: bool = False,
     scale: str = "moonlight",
     rms: jax.typing.ArrayLike = 0.2,
@@ -55,6 +56,7 @@ def scale_by_muon(
     normalization: ``"frobenius"``, ``"spectral"``, ``"schatten4"`` or ``"aol"``.
     ns_eps: normalizer epsilon.
     compute_dtype: Newton–Schulz dtype.
+    ns_method: ``"standard"``, ``"gram"`` or ``"auto"`` (see :func:`orthogonalize`).
     adaptive: scale ``O`` by ``⟨input, O⟩`` (optax's ``adaptive``).
     scale: ``"moonlight"``, ``"jordan"``/``"width"``, ``"mup"`` or ``"none"``.
     rms: update RMS of the ``"moonlight"`` scale.
@@ -80,6 +82,7 @@ def scale_by_muon(
       *probes.before_ns(diagnostics, schedule=ns_schedule, steps=ns_steps),
       ns_lib.newton_schulz(ns_schedule, ns_steps, normalization=normalization, eps=ns_eps,
                            compute_dtype=compute_dtype, mesh=mesh, adaptive=adaptive,
+                           method=ns_method,
                            dimension_numbers=dimension_numbers),
       *probes.after_ns(diagnostics, convention=scale, rms=rms, exact=exact_scale),
       scale_lib.spectral_scale(scale, rms=rms, exact=exact_scale,
