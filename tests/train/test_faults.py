@@ -11,6 +11,7 @@ import sys
 
 import jax
 import jax.numpy as jnp
+import optax_muon as om
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
@@ -147,14 +148,21 @@ def test_nonfinite_checkpoint_is_rejected_by_leaf(straight, data_dir, tmp_path, 
   data_iter = iter(pipeline.train_dataset(config, pipeline.prepare(config), tokenizer))
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
   state = ckpt.restore(8, shardings, abstract, data_iter)
-  target = "inner_state/1/inner_states/matrix/0/mu/layers/1/attn/q/kernel"
+  param = "layers/1/attn/q/kernel"
+  # The Muon momentum of that kernel: rows of a stack of same-shaped matrices.
+  is_momentum = lambda x: isinstance(x, om.MomentumState)
+  (path, momentum), = [(p, x) for p, x in jax.tree_util.tree_flatten_with_path(
+      state.opt_state, is_leaf=is_momentum)[0] if is_momentum(x)]
+  (group,) = [g for g in momentum.mu.groups if param in [m.path for m in g.members]]
+  (member,) = [m for m in group.members if m.path == param]
+  target = (jax.tree_util.keystr(path, simple=True, separator="/") + f"/mu/{group.name}[{param}]")
+  poisoned = momentum.mu.map(lambda g, x: x.at[member.start, 0, :4].set(jnp.nan)
+                             if g is group else x)
 
-  def poison(path, x):  # 4 NaNs in one Muon momentum buffer.
-    if jax.tree_util.keystr(path, simple=True, separator="/") == target:
-      return x.at[0, :4].set(jnp.nan)
-    return x
+  def poison(x):  # 4 NaNs in one Muon momentum buffer.
+    return momentum._replace(mu=poisoned) if is_momentum(x) else x
 
-  state = state._replace(opt_state=jax.tree_util.tree_map_with_path(poison, state.opt_state))
+  state = state._replace(opt_state=jax.tree.map(poison, state.opt_state, is_leaf=is_momentum))
   ckpt.manager.delete(8)
   ckpt.save(8, state, data_iter)  # Checksums match: only the values are bad.
   ckpt.close()
