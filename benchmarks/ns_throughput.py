@@ -168,7 +168,9 @@ def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--quick", action="store_true", help="a subset of shapes, fewer repeats (< 1 min)")
   p.add_argument("--out", default="ns_throughput", help="basename under benchmarks/results/")
+  _common.add_load_argument(p)
   args = p.parse_args(argv)
+  load_start = _common.check_load(args.allow_load, "at the start")
 
   shapes = QUICK_SHAPES if args.quick else FULL_SHAPES
   # Per shape: time budget for the interleaved rounds, most rounds, and the
@@ -189,8 +191,10 @@ def main(argv=None):
           f"{v['f32/ours']['speedup_vs_optax_same_dtype_input']:.2f}x, ours/matmul "
           f"{v['f32/ours']['frac_of_matmul']:.2f}", flush=True)
   total = time.perf_counter() - t_start
+  load_end = _common.check_load(args.allow_load, "at the end")
   payload = {"machine": info, "command": command, "steps": STEPS, "schedule": "jordan",
-             "coefficients": JORDAN, "total_wall_s": total, "results": results}
+             "coefficients": JORDAN, "total_wall_s": total, "loadavg_at_end": load_end,
+             "results": results}
   _common.write_json(f"{args.out}.json", payload)
 
   headers = ["shape [m,n]", "dtype", "variant", "median ms", "GFLOP/s", "matmul GFLOP/s",
@@ -216,8 +220,8 @@ def main(argv=None):
       "Accuracy vs the exact polar factor U·Vᵀ of the (f32) input from a float64 numpy SVD; "
       "Gaussian input, so 5 Jordan steps leave small singular values unconverged "
       "(large max|σ−1| on square shapes is expected, and the same for both libraries).",
-      "Other processes shared the CPU during the run: absolute GFLOP/s are load-dependent, "
-      "ratios are the comparable numbers.",
+      f"Load average (1/5/15 min) at the start {load_start}, at the end {load_end} on "
+      f"{os.cpu_count()} cores.",
   ]
   md = _common.md_header("Newton–Schulz throughput", info, command, notes) + "\n"
   md += _common.md_table(headers, rows)

@@ -796,6 +796,7 @@ def main():
   parser.add_argument("--no-bf16-accuracy", action="store_true")
   parser.add_argument("--render-only", action="store_true",
                       help="rewrite the md/png (and JSON summary) from results/<prefix>.json")
+  _common.add_load_argument(parser)
   args = parser.parse_args()
   if args.render_only:
     path = _common.RESULTS_DIR / f"{args.out_prefix}.json"
@@ -808,6 +809,7 @@ def main():
     print(f"[ns_variants] re-rendered from {path}")
     return
   cfg = QUICK if args.quick else FULL
+  _common.check_load(args.allow_load, "at the start")
   info = _common.machine_info()
   variants = all_variants(cfg["steps"])
   t_start = time.perf_counter()
@@ -832,7 +834,7 @@ def main():
            for (sh, dname), t in timing.items() for s in SCHEDULES]
   payload = {
       "machine": info,
-      "loadavg_at_end": os.getloadavg(),
+      "loadavg_at_end": _common.check_load(args.allow_load, "at the end"),
       "wall_seconds": round(time.perf_counter() - t_start, 1),
       "config": {"quick": args.quick, "synthetic_shape": cfg["synthetic_shape"],
                  "cost_shapes": cfg["cost_shapes"], "repeats": cfg["repeats"],

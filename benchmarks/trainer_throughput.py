@@ -87,6 +87,7 @@ def main(argv=None):
   p.add_argument("--quick", action="store_true", help="tiny model, 3 repeats")
   p.add_argument("--out", default="trainer_throughput")
   p.add_argument("--report-only", action="store_true", help="re-render the md from the JSON")
+  _common.add_load_argument(p)
   args = p.parse_args(argv)
   if args.report_only:
     payload = json.loads((_common.RESULTS_DIR / f"{args.out}.json").read_text())
@@ -102,6 +103,7 @@ def main(argv=None):
     config.model[k] = int(v)
   config.batch_size, config.seq_len = args.batch, args.seq
   repeats = args.repeats or (3 if args.quick else 9)
+  _common.check_load(args.allow_load, "at the start")
   info = _common.machine_info()
   model_cfg = trainer.model_config(config.model)
   mesh = mesh_lib.make_mesh(config.mesh)
@@ -174,6 +176,7 @@ def main(argv=None):
         "estimate_ns_over_fwd_bwd": t * est["ns_flops_per_iter"] / est["fwd_bwd_flops"],
         "samples": {k: samples[k] for k in (f"step/{name}", f"update/{name}")}}
   d = model_cfg
+  info["loadavg_at_end"] = _common.check_load(args.allow_load, "at the end")
   payload = {"machine": info, "command": command, "preset": config.model.preset,
              "model": {k: str(v) for k, v in d.__dict__.items()},
              "batch": args.batch, "seq": args.seq, "tokens_per_step": tokens,
