@@ -116,7 +116,8 @@ def test_inject_hyperparams_learning_rate(name):
   params = _params()
   grads = jax.tree.map(jnp.ones_like, params)
   factory = {"muon": om.muon, "muon_polar_express_bf16": om.muon,
-             "muon_plus_plus": om.muon_plus_plus, "muown": om.muown}[name]
+             "muon_plus_plus": om.muon_plus_plus, "muown": om.muown,
+             "normuon": om.normuon}[name]
   tx = optax.inject_hyperparams(factory)(learning_rate=1e-2)
   state = tx.init(params)
   u1, _ = tx.update(grads, state, params)
