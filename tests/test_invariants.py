@@ -151,6 +151,68 @@ def test_muon_plus_plus_keeps_weight_spectral_norm_bounded(width):
   assert _spectral_norm(p["w"]) > 1.5 * bound
 
 
+
+@pytest.mark.parametrize("fan_in,fan_out,spectrum", [
+    (64, 64, "gaussian"), (64, 192, "gaussian"), (192, 64, "gaussian"), (96, 96, "flat")])
+def test_muon_plus_plus_weight_above_bound_is_on_it_from_step_one(fan_in, fan_out, spectrum):
+  # W₀ at 1.5× the bound (a flat spectrum is the power iteration's worst case: no
+  # gap). Exact SVD after every step: ‖W_t‖₂ ≤ 1.03·R for every t including t = 1
+  # (a first-order decay with a fixed start vector gave 1.14-1.18 at t = 1), and
+  # step 1 lands on the bound, not far inside it.
+  radius = 4.0
+  bound = radius * np.sqrt(fan_out / fan_in)
+  rng = np.random.default_rng(0)
+  if spectrum == "flat":
+    w0 = np.linalg.qr(rng.normal(size=(fan_in, fan_out)))[0]
+  else:
+    w0 = rng.normal(size=(fan_in, fan_out))
+  w0 = 1.5 * bound * w0 / np.linalg.norm(w0, 2)
+  params = {"w": jnp.asarray(w0, jnp.float32)}
+  tx = om.muon_plus_plus(0.02, weight_radius=radius)
+  state = tx.init(params)
+  step = jax.jit(tx.update)
+  ratios = []
+  for _ in range(40):
+    grads = {"w": jnp.asarray(rng.normal(size=(fan_in, fan_out)), jnp.float32)}
+    u, state = step(grads, state, params)
+    params = optax.apply_updates(params, u)
+    ratios.append(_spectral_norm(params["w"]) / bound)
+  assert max(ratios) <= 1.03, ratios[:5]
+  assert ratios[0] >= 0.97, ratios[0]
+
+
+@pytest.mark.parametrize("fan_in,fan_out", [(192, 64), (64, 192)])
+def test_muon_plus_plus_jordan_scale_sets_update_and_radius(fan_in, fan_out):
+  # scale="jordan": s = sqrt(max(1, out/in)); the down-projection shape (in > out)
+  # gets ‖ΔW‖₂ = η (not η·sqrt(out/in)), and its bound is R·s (exact SVD).
+  lr, radius = 1e-2, 2.0
+  s = np.sqrt(max(1.0, fan_out / fan_in))
+  params = {"w": jnp.zeros((fan_in, fan_out))}
+  tx = om.muon_plus_plus(lr, scale="jordan", weight_radius=radius)
+  grads = {"w": jax.random.normal(jax.random.key(0), (fan_in, fan_out))}
+  u, _ = tx.update(grads, tx.init(params), params)
+  np.testing.assert_allclose(_spectral_norm(u["w"]), lr * s, rtol=0.02)
+  uu, _, vt = np.linalg.svd(np.random.default_rng(1).normal(size=(fan_in, fan_out)),
+                            full_matrices=False)
+  big = {"w": jnp.asarray(3 * radius * s * (uu @ vt), jnp.float32)}  # flat spectrum at 3R
+  u, _ = tx.update(grads, tx.init(big), big)
+  np.testing.assert_allclose(_spectral_norm(big["w"] + u["w"]), radius * s, rtol=0.01)
+
+
+def test_muon_plus_plus_weight_decay_inside_the_bound_is_geometric():
+  # Inside the ball the only decay is the decoupled −η·λ·W: with zero gradients
+  # W_t = (1 − ηλ)^t W₀ exactly.
+  lr, wd = 0.05, 0.4
+  w0 = np.asarray(jax.random.normal(jax.random.key(0), (16, 16))) / 4.0
+  params = {"w": jnp.asarray(w0)}
+  tx = om.muon_plus_plus(lr, weight_decay=wd, weight_radius=100.0)
+  state = tx.init(params)
+  for _ in range(5):
+    u, state = tx.update({"w": jnp.zeros((16, 16))}, state, params)
+    params = optax.apply_updates(params, u)
+  np.testing.assert_allclose(np.asarray(params["w"]), (1 - lr * wd) ** 5 * w0, rtol=1e-5)
+
+
 def _max_logits(q, k, x, heads_q, heads_k, head_dim):
   # Causal max of q_i·k_j / sqrt(d) per query head, numpy float64.
   qx = (x @ q).reshape(x.shape[0], heads_q, head_dim)

@@ -33,14 +33,24 @@ def make_schedule(opt: ml_collections.ConfigDict, total_steps: int) -> optax.Sch
   raise ValueError(f"unknown optimizer.schedule {opt.schedule!r}; choose from {SCHEDULES}")
 
 
-def _base(name: str, lr: optax.Schedule, weight_decay: float,
-          diagnostics=None) -> optax.GradientTransformation:
-  """The optimizer proper; Muon variants route non-matrix leaves (labels = None) to AdamW."""
+def _base(name: str, lr: optax.Schedule, weight_decay: float, diagnostics=None,
+          lr_ratios=None, options=None) -> optax.GradientTransformation:
+  """The optimizer proper; Muon variants route non-matrix leaves (labels = None) to AdamW.
+
+  `lr_ratios` maps learning-rate arguments of the alias to a multiple of the schedule (e.g.
+  `{"adam_learning_rate": 0.3}`: the AdamW leaves at 0.3x); `options` are further keyword
+  arguments of the alias (e.g. `scale="mup"`).
+  """
+  if name == "adamw" and (lr_ratios or options):
+    raise ValueError("optimizer.lr_ratios and optimizer.options apply to the Muon variants only")
   if name == "adamw":
     return optax.adamw(lr, b1=0.9, b2=0.95, weight_decay=weight_decay,
                        mask=lambda p: jax.tree.map(lambda x: x.ndim >= 2, p))
   factory = {"muon": om.muon, "muon_plus_plus": om.muon_plus_plus, "muown": om.muown}[name]
-  extra = {"skip_nonfinite": False}  # `make_optimizer` wraps the whole chain once.
+  extra = dict(options or {})
+  extra["skip_nonfinite"] = False  # `make_optimizer` wraps the whole chain once.
+  for arg, ratio in (lr_ratios or {}).items():
+    extra[arg] = functools.partial(lambda t, r: r * lr(t), r=float(ratio))
   if diagnostics is not None:
     extra["diagnostics"] = diagnostics
   return factory(lr, weight_decay=weight_decay, dimension_numbers=labels.dimension_numbers,
@@ -60,7 +70,9 @@ def make_optimizer(opt: ml_collections.ConfigDict, model_cfg: ModelConfig,
   parts = []
   if opt.grad_clip > 0:
     parts.append(optax.clip_by_global_norm(opt.grad_clip))
-  parts.append(_base(opt.name, make_schedule(opt, total_steps), opt.weight_decay, diagnostics))
+  as_dict = lambda key: opt[key].to_dict() if opt.get(key, None) is not None else None
+  parts.append(_base(opt.name, make_schedule(opt, total_steps), opt.weight_decay, diagnostics,
+                     lr_ratios=as_dict("lr_ratios"), options=as_dict("options")))
   use_qk_clip = opt.qk_clip > 0
   if use_qk_clip:
     if model_cfg.scan_layers:

@@ -5,12 +5,13 @@ Our formalization of Muon++ (Zhao, arXiv 2601.01306). Per hidden matrix, with
 
     O = NS(momentum input)                       # as in Muon
     U = update_scale · s · O / ‖O‖₂              # ‖U‖₂ = update_scale·s exactly
-    W ← W − ηU − ηλW − κ_t W                      # κ_t: smallest decay keeping ‖W‖₂ ≤ R
+    P = W − ηU − ηλW                              # proposed weight
+    W ← min(1, R/‖P‖₂) · P                        # back onto the ball ‖W‖₂ ≤ R
 
 NS defaults to Polar Express × 6 (output singular values within 0.5% of 1), so
 ``‖O‖₂`` is well estimated even when the top direction changes every step.
-``‖O‖₂`` and the top singular triplet of the proposed weight come from
-warm-started power iterations kept in the state (a few matvecs per matrix).
+``‖O‖₂`` and ``‖P‖₂`` come from warm-started power iterations kept in the
+state (a few matvecs per matrix; the bound's starts from ``W₀``'s top direction).
 ``R = weight_radius·s``; ``weight_radius=None`` turns the bound off.
 Non-matrix parameters go to AdamW as in Muon.
 """
@@ -33,18 +34,29 @@ def muon_plus_plus(
     *,
     update_scale: jax.typing.ArrayLike = 1.0,
     weight_radius: jax.typing.ArrayLike | None = 4.0,
+    scale: str = "mup",
     power_iterations: int | None = None,
+    bound_power_iterations: int | None = None,
     shared: alias_parts.Shared,
 ) -> optax.GradientTransformationExtraArgs:
   """Muon with the update's spectral norm set exactly and the weight's bounded.
 
   Args:
-    learning_rate: ``η``; ``‖ΔW‖₂ = η·update_scale·sqrt(fan_out/fan_in)`` for
-      every matrix whenever the bound is inactive.
-    update_scale: the update's spectral norm in μP units (> 0).
-    weight_radius: ``‖W‖₂ ≤ weight_radius·sqrt(fan_out/fan_in)``, held by the
-      smallest data-dependent decay that does it; ``None`` = no bound.
-    power_iterations: warm-started power-iteration rounds per step (default 2).
+    learning_rate: ``η``; ``‖ΔW‖₂ = η·update_scale·s`` for every matrix
+      whenever the bound is inactive (``s`` set by ``scale``).
+    update_scale: the update's spectral norm in units of ``s`` (> 0).
+    weight_radius: ``‖W‖₂ ≤ weight_radius·s``, held by scaling a proposed weight
+      that leaves the ball back onto it; ``None`` = no bound.
+    scale: the per-matrix factor ``s`` of the update and of the radius:
+      ``"mup"`` (``sqrt(fan_out/fan_in)``, μP's spectral condition) or
+      ``"jordan"`` (``sqrt(max(1, fan_out/fan_in))``). Both are μP at a fixed
+      aspect ratio; they differ on matrices with ``fan_in > fan_out`` (the MLP
+      down-projection), where ``"mup"`` takes smaller steps.
+    power_iterations: warm-started power-iteration rounds per step for the
+      update's ``‖O‖₂`` (default 2).
+    bound_power_iterations: rounds per step for the proposed weight's top
+      singular value (default 8: a matrix sitting on its bound has a bunched
+      spectrum, which 2 rounds track too loosely).
     @@shared@@
 
   The defaults differ from ``muon``'s: Newton–Schulz is Polar Express × 6 (it maps
@@ -63,13 +75,17 @@ def muon_plus_plus(
   validation.check_positive(update_scale, "update_scale")
   if weight_radius is not None:
     validation.check_positive(weight_radius, "weight_radius")
+  if scale not in ("mup", "jordan"):
+    raise ValueError(f"muon_plus_plus: unknown scale {scale!r}; valid: ('mup', 'jordan').")
   iters = 2 if power_iterations is None else power_iterations
   validation.check_positive_int(iters, "power_iterations")
-  bound = () if weight_radius is None else (
-      spectral_decay.spectral_weight_decay(weight_radius, power_iterations=iters),)
+  bound_iters = 8 if bound_power_iterations is None else bound_power_iterations
+  validation.check_positive_int(bound_iters, "bound_power_iterations")
+  bound = () if weight_radius is None else (spectral_decay.spectral_weight_decay(
+      weight_radius, scale=scale, power_iterations=bound_iters),)
   matrix_chain = optax.chain(
       scale_by_muon_lib.scale_by_muon(
-          beta=shared.beta, nesterov=shared.nesterov, mu_dtype=shared.mu_dtype, scale="mup",
+          beta=shared.beta, nesterov=shared.nesterov, mu_dtype=shared.mu_dtype, scale=scale,
           exact_scale=True, power_iterations=iters, diagnostics=shared.diagnostics,
           **shared.ns_kwargs("polar_express", 6)),
       optax.scale(update_scale),

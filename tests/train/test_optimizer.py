@@ -66,3 +66,46 @@ def test_unknown_optimizer_name():
   with pytest.raises(ValueError, match="unknown optimizer.name 'sgd'"):
     optimizer_lib.make_optimizer(_opt(name="sgd"), trainer.model_config(tiny.get_config().model),
                                  total_steps=10)
+
+
+def test_lr_ratios_and_alias_options_reach_the_alias():
+  # lr_ratios.adam_learning_rate scales the AdamW leaves' schedule (AdamW's step, decay
+  # included, is linear in its lr); options are passed to the alias as keyword arguments.
+  import optax_muon as om
+  from train import labels
+  model_cfg = trainer.model_config(tiny.get_config().model)
+  d = model_cfg.d_model
+  params = {"embed": {"embedding": jnp.ones((256, d))},
+            "layers": {0: {"attn": {"q": {"kernel": jnp.eye(d)}}}}}
+  grads = jax.tree.map(lambda x: jnp.sin(jnp.arange(x.size, dtype=x.dtype)).reshape(x.shape),
+                       params)
+
+  def second_step(tx):
+    state = tx.init(params)
+    for _ in range(2):  # Step 0 has lr = 0 (warmup).
+      updates, state = tx.update(grads, state, params)
+    return updates
+
+  opt = _opt(name="muon_plus_plus", warmup_steps=1, grad_clip=0.0)
+  base, _ = optimizer_lib.make_optimizer(opt, model_cfg, total_steps=100)
+  opt.lr_ratios.adam_learning_rate = 0.25
+  scaled, _ = optimizer_lib.make_optimizer(opt, model_cfg, total_steps=100)
+  u0, u1 = second_step(base), second_step(scaled)
+  np.testing.assert_allclose(u1["embed"]["embedding"], 0.25 * u0["embed"]["embedding"],
+                             rtol=1e-5)
+  q = lambda u: u["layers"][0]["attn"]["q"]["kernel"]
+  np.testing.assert_allclose(q(u1), q(u0), rtol=1e-5)  # the matrices keep the full lr
+  opt = _opt(name="muon", warmup_steps=1, grad_clip=0.0, weight_decay=0.0)
+  opt.options.scale = "mup"
+  tx, _ = optimizer_lib.make_optimizer(opt, model_cfg, total_steps=100)
+  direct = om.muon(optimizer_lib.make_schedule(opt, 100), scale="mup", weight_decay=0.0,
+                   dimension_numbers=labels.dimension_numbers)
+  np.testing.assert_allclose(q(second_step(tx)), q(second_step(direct)), rtol=1e-6)
+  assert not np.allclose(q(second_step(tx)), q(second_step(base)))
+
+
+def test_alias_options_are_refused_for_adamw():
+  opt = _opt(name="adamw")
+  opt.options.scale = "mup"
+  with pytest.raises(ValueError, match="optimizer.options"):
+    optimizer_lib.make_optimizer(opt, trainer.model_config(tiny.get_config().model), 100)

@@ -36,6 +36,11 @@ def get_config() -> ml_collections.ConfigDict:
   c.optimizer.weight_decay = 0.1
   c.optimizer.grad_clip = 1.0  # 0 = off.
   c.optimizer.qk_clip = 0.0  # Threshold tau; 0 = off. Needs model.scan_layers=False.
+  # Muon variants: learning-rate arguments of the alias as multiples of the schedule (e.g.
+  # lr_ratios.adam_learning_rate=0.3: AdamW leaves at 0.3x), and further keyword arguments of
+  # the alias (e.g. options.scale="mup" for muon). Empty = the alias's defaults.
+  c.optimizer.lr_ratios = ml_collections.ConfigDict()
+  c.optimizer.options = ml_collections.ConfigDict()
 
   c.data = ml_collections.ConfigDict()
   c.data.tfds_name = "stdlib_source"  # Built locally on first use; any prepared TFDS name works.
