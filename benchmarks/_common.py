@@ -49,19 +49,23 @@ class TooBusy(SystemExit):
 
 
 def check_load(allow: bool, when: str) -> tuple[float, float, float] | None:
-  """The 1/5/15-minute load averages; refuses (``TooBusy``) above the core count.
+  """The 1/5/15-minute load averages; refuses (``TooBusy``) when other work shares the cores.
 
-  Every timing benchmark calls it before it starts and again before it writes
-  results: times taken while other work shares the cores are not written unless
-  ``allow`` (``--allow-load``) says so, and then the load stands beside them.
+  Every timing benchmark calls it before it starts (1-minute load above the core
+  count: refused) and again before it writes results. At the end the benchmark's
+  own threads are part of the load (up to the core count on a small machine), so
+  the limit there is 1.5× the core count: other work of half the cores or more.
+  Times taken under such load are not written unless ``allow``
+  (``--allow-load``) says so, and then the load stands beside them.
   """
   try:
     load = os.getloadavg()
   except OSError:  # pragma: no cover - not on every platform
     return None
   cores = os.cpu_count() or 1
-  if load[0] > cores and not allow:
-    raise TooBusy(f"load average {load[0]:.2f} {when} exceeds the {cores} cores: timings would "
+  limit = 1.5 * cores if "end" in when else cores
+  if load[0] > limit and not allow:
+    raise TooBusy(f"load average {load[0]:.2f} {when} exceeds {limit:g} ({cores} cores): timings would "
                   "measure the other work. Rerun on a quiet machine, or pass --allow-load to "
                   "write them anyway (the load is recorded beside them).")
   return load

@@ -35,6 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import optax  # noqa: E402
+import optax_muon as om  # noqa: E402
 
 import _common  # noqa: E402
 from train import mesh as mesh_lib  # noqa: E402
@@ -110,8 +111,10 @@ def measure(name: str, n_layers: int | None) -> dict:
   mesh = mesh_lib.make_mesh(config.mesh)
   if name == "optax.contrib.muon":
     config.optimizer.name = "muon"
-    tx = optax.chain(optax.clip_by_global_norm(config.optimizer.grad_clip),
-                     _optax_contrib_muon(optimizer_lib.make_schedule(config.optimizer, 100)))
+    # Wrapped like every trainer optimizer (the step reads `skipped_steps`).
+    tx = om.skip_nonfinite(optax.chain(
+        optax.clip_by_global_norm(config.optimizer.grad_clip),
+        _optax_contrib_muon(optimizer_lib.make_schedule(config.optimizer, 100))))
     use_qk_clip = False
   else:
     config.optimizer.name = name

@@ -22,6 +22,7 @@ class ModelConfig:
   remat: bool = False  # Recompute each block's activations in the backward pass (saves memory).
   tie_embeddings: bool = False
   mup_init: bool = False
+  zero_init_proj: bool = False  # Output projections (attn o, mlp down) start at 0 (modded-nanogpt).
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
   rope_base: float = 10_000.0

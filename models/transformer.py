@@ -23,17 +23,24 @@ Array = jax.Array
 Rope = tuple[Array, Array]  # (sin, cos), each [L, K/2] or per row [B, L, K/2].
 
 
-def _kernel_init(cfg: ModelConfig, fan_in: int, fan_out: int):
-  """Init for hidden kernels: fan-in scaled normal, or spectral (μP) with ‖W‖₂ = √(out/in)."""
+def _kernel_init(cfg: ModelConfig, fan_in: int, fan_out: int, proj: bool = False):
+  """Init for hidden kernels: fan-in scaled normal, or spectral (μP) with ‖W‖₂ = √(out/in).
+
+  With `zero_init_proj`, the residual branches' output projections (`proj=True`) start at 0.
+  """
+  if proj and cfg.zero_init_proj:
+    return nnx.initializers.zeros_init()
   if cfg.mup_init:
     return nnx.initializers.orthogonal(scale=math.sqrt(fan_out / fan_in))
   return nnx.initializers.normal(stddev=1.0 / math.sqrt(fan_in))
 
 
-def _linear(cfg: ModelConfig, fan_in: int, fan_out: int, names: tuple[str, str], rngs: nnx.Rngs):
+def _linear(cfg: ModelConfig, fan_in: int, fan_out: int, names: tuple[str, str], rngs: nnx.Rngs,
+            proj: bool = False):
   return nnx.Linear(
       fan_in, fan_out, use_bias=False, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
-      kernel_init=nnx.with_partitioning(_kernel_init(cfg, fan_in, fan_out), names), rngs=rngs)
+      kernel_init=nnx.with_partitioning(_kernel_init(cfg, fan_in, fan_out, proj), names),
+      rngs=rngs)
 
 
 def _rms_norm(cfg: ModelConfig, dim: int, axis_name: str, rngs: nnx.Rngs) -> nnx.RMSNorm:
@@ -73,7 +80,7 @@ class Attention(nnx.Module):
     self.q = _linear(cfg, d, h * k, ("embed", "heads"), rngs)
     self.k = _linear(cfg, d, g * k, ("embed", "kv"), rngs)
     self.v = _linear(cfg, d, g * k, ("embed", "kv"), rngs)
-    self.o = _linear(cfg, h * k, d, ("heads", "embed"), rngs)
+    self.o = _linear(cfg, h * k, d, ("heads", "embed"), rngs, proj=True)
     if cfg.qk_norm:
       self.q_norm = _rms_norm(cfg, k, "head_dim", rngs)
       self.k_norm = _rms_norm(cfg, k, "head_dim", rngs)
@@ -114,7 +121,7 @@ class Mlp(nnx.Module):
   def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
     self.gate = _linear(cfg, cfg.d_model, cfg.d_ff, ("embed", "mlp"), rngs)
     self.up = _linear(cfg, cfg.d_model, cfg.d_ff, ("embed", "mlp"), rngs)
-    self.down = _linear(cfg, cfg.d_ff, cfg.d_model, ("mlp", "embed"), rngs)
+    self.down = _linear(cfg, cfg.d_ff, cfg.d_model, ("mlp", "embed"), rngs, proj=True)
 
   def __call__(self, x_BxLxD: Array) -> Array:
     return self.down(jax.nn.silu(self.gate(x_BxLxD)) * self.up(x_BxLxD))

@@ -276,3 +276,68 @@ def test_weight_decay_with_zero_gradients_is_exactly_geometric():
     p = optax.apply_updates(p, u)
   np.testing.assert_allclose(p["w"], 2.0 * (1 - lr * wd) ** steps, rtol=1e-5)
   np.testing.assert_allclose(p["b"], 2.0 * (1 - lr * wd) ** steps, rtol=1e-5)
+
+
+# --- Zero-norm neurons under Muown --------------------------------------------
+
+_JORDAN = (3.4445, -4.7750, 2.0315)
+
+
+def _numpy_ns5(x, eps=1e-7):
+  """Jordan's Newton–Schulz ×5 (docs/algorithms.md), float64 numpy."""
+  x = np.asarray(x, np.float64)
+  transpose = x.shape[0] > x.shape[1]
+  if transpose:
+    x = x.T
+  x = x / (np.linalg.norm(x) + eps)
+  a, b, c = _JORDAN
+  for _ in range(5):
+    gram = x @ x.T
+    x = a * x + (b * gram + c * gram @ gram) @ x
+  return x.T if transpose else x
+
+
+def _quadratic_run(tx, target, steps):
+  params = {"w": jnp.zeros_like(target)}
+  state = tx.init(params)
+  step = jax.jit(tx.update)
+  first = None
+  for _ in range(steps):
+    grads = {"w": params["w"] - target}  # ∇ ½‖W − T‖²
+    u, state = step(grads, state, params)
+    first = u["w"] if first is None else first
+    params = optax.apply_updates(params, u)
+  return np.asarray(first, np.float64), np.asarray(params["w"], np.float64)
+
+
+def test_muown_trains_a_zero_initialized_matrix_like_muon():
+  # A zero matrix has no direction and no magnitude gradient: without a rule for it,
+  # it stays exactly 0. Its first step is a plain Muon step (numpy reference: Nesterov
+  # sum-form input (1+β)G, Jordan NS5, moonlight scale 0.2·sqrt(2)), and it then
+  # reaches the target as Muon does.
+  target = jnp.array([[1.0, -0.5], [0.3, 0.8]])
+  lr, beta = 0.05, 0.95
+  first, final = _quadratic_run(om.muown(lr, weight_decay=0.0), target, 300)
+  expected_first = -lr * 0.2 * np.sqrt(2) * _numpy_ns5((1 + beta) * -np.asarray(target))
+  np.testing.assert_allclose(first, expected_first, rtol=2e-4, atol=1e-7)
+  np.testing.assert_allclose(final, target, atol=0.03)
+  _, muon_final = _quadratic_run(om.muon(lr, weight_decay=0.0), target, 300)
+  np.testing.assert_allclose(muon_final, target, atol=0.03)
+
+
+def test_muown_zero_neuron_gets_a_norm_and_the_others_keep_the_split():
+  # One zero output neuron (Flax column) among normal ones: the zero one moves, the
+  # others still satisfy ‖W_j‖ = |g_j| (g the magnitudes in the state).
+  w = np.array(jax.random.normal(jax.random.key(0), (8, 4)))
+  w[:, 2] = 0.0
+  params = {"w": jnp.asarray(w)}
+  tx = om.muown(1e-2, weight_decay=0.0)
+  state = tx.init(params)
+  for i in range(3):
+    grads = {"w": jax.random.normal(jax.random.key(10 + i), (8, 4))}
+    u, state = tx.update(grads, state, params)
+    params = optax.apply_updates(params, u)
+    norms = _neuron_norms(params["w"])
+    assert norms[2] > 0
+    np.testing.assert_allclose(norms, np.abs(state.matrix[0].magnitude["8x4"][0]), rtol=1e-5)
+  assert np.isfinite(np.asarray(params["w"])).all()

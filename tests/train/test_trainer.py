@@ -164,3 +164,25 @@ def test_other_optimizers_and_scanned_layers(make_config, tmp_path, name, scan):
   last = trainer.train_and_evaluate(config, str(tmp_path))
   assert last["step"] == 3 and math.isfinite(last["eval_loss"])
   assert rows(str(tmp_path))[-1]["loss"] < rows(str(tmp_path))[0]["loss"]
+
+
+def test_zero_initialized_output_projections_train_under_muown(make_config, tmp_path):
+  # modded-nanogpt-style zero init of attn/o and mlp/down (model.zero_init_proj): Muown
+  # must move them (a zero neuron has no direction and no magnitude gradient; it takes a
+  # plain Muon step). Muon and Muon++ move them by construction.
+  config = make_config(train_steps=6, eval_every=6, checkpoint_every=6, log_every=2,
+                       optimizer__name="muown", optimizer__warmup_steps=1,
+                       model__zero_init_proj=True)
+  model_cfg = trainer.model_config(config.model)
+  import optax
+  from train.state import init_state
+  mesh = jax.make_mesh((1, 1, 1), ("data", "fsdp", "tensor"), devices=jax.devices()[:1])
+  _, state, _ = init_state(model_cfg, optax.identity(), mesh, 0)
+  assert not np.asarray(state.params["layers"][0]["mlp"]["down"]["kernel"]).any()  # starts at 0
+  last = trainer.train_and_evaluate(config, str(tmp_path))
+  assert math.isfinite(last["eval_loss"])
+  params = final_params(str(tmp_path), 6)
+  for i in range(model_cfg.n_layers):
+    for block, name in (("attn", "o"), ("mlp", "down")):
+      w = np.asarray(params["layers"][str(i)][block][name]["kernel"])
+      assert np.isfinite(w).all() and np.linalg.norm(w, axis=0).min() > 0  # every neuron moved

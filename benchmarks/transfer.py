@@ -1,0 +1,673 @@
+"""Learning-rate transfer across width, weight-decay sensitivity and long-horizon spectra.
+
+    python benchmarks/transfer.py                  # the whole benchmark (~2 h on 2 CPU cores)
+    # the same in two processes sharing the cache (small models leave a core idle):
+    python benchmarks/transfer.py --part sweep,wd --optimizers adamw,muon,muon_mup &
+    python benchmarks/transfer.py --part sweep,wd --optimizers muon_plus_plus,muown \
+      && python benchmarks/transfer.py --part long; wait
+    python benchmarks/transfer.py --report-only
+    python benchmarks/transfer.py --part sweep     # only the lr sweeps (+ second seeds)
+    python benchmarks/transfer.py --report-only    # rebuild results/transfer.{json,md} + plots
+    python benchmarks/transfer.py --quick --out-dir /tmp/t   # smoke test (tests/test_transfer.py)
+
+Five optimizers, each with the initialization it calls for, on the repo's NNX
+transformer (byte-level LM on the stdlib source; fixed depth, sequence, batch and
+steps; only the width changes):
+
+==================  =====================================================  ============
+name                optimizer                                              init
+==================  =====================================================  ============
+``adamw``           AdamW (betas 0.9/0.95), decay on matrices              fan-in normal
+``muon``            ``muon``: Moonlight scale (update RMS 0.2, AdamW lr)   fan-in normal
+``muon_mup``        ``muon(scale="mup")``: ‖ΔW‖₂ = lr·sqrt(out/in)         μP (orthogonal)
+``muon_plus_plus``  ``muon_plus_plus``: μP step, ‖W‖₂ ≤ R·sqrt(out/in)     μP (orthogonal)
+``muown``           ``muown``: Muon on directions, Adam on neuron norms    fan-in normal
+==================  =====================================================  ============
+
+Protocol (each part resumable: finished runs are cached in
+``results/transfer.runs.json`` and skipped on a rerun, so the script can be
+interrupted and restarted at any point):
+
+1. ``sweep``: per optimizer and width, a factor-2 lr grid started around the best
+   lr of the previous (narrower) width (or a prior for the first) and extended
+   until the best lr has a worse neighbour on both sides (a diverged run counts
+   as worse); then the best lr again with seed 1. Per optimizer and width:
+   best lr, best final eval loss (mean of the 2 seeds), plateau = lowest and
+   highest grid lr whose seed-0 loss is within ``PLATEAU`` nats of the seed-0 best.
+2. ``wd``: at the middle width, each optimizer at its best lr with weight decay
+   in ``WD_GRID`` (the matrices' decay; AdamW leaves keep theirs; the optimizer's
+   default decay is its sweep run); ``wd_spread`` = max - min final eval loss.
+3. ``long``: ``LONG_STEPS`` steps at the smallest width for Muon (wd 0 and 0.1),
+   Muon++ and Muown at their best lr, logging the train loss, max ‖W‖₂ /
+   sqrt(fan_out/fan_in) over hidden matrices (exact SVD), the update's spectral
+   norm ‖ΔW‖₂ / sqrt(fan_out/fan_in), the spread (max/min) of per-neuron norms
+   and Muon++'s ‖W‖₂ / bound, at steps 1, 2, 5, 10, 25 and every ``LONG_EVERY``.
+
+Every run uses the trainer's library pieces through their functions (config ->
+``trainer.model_config``, ``train.optimizer.make_optimizer``,
+``train.state.init_state``, ``train.step.jit_steps``, ``train.data.pipeline``); the
+loop here only adds evaluation at fixed steps and exact spectral measurements.
+
+Default widths d_model 16, 32, 64, 128 (8×), 2 layers, 300 steps of 16×64 bytes:
+what fits in about 2 hours on 2 CPU cores. Larger on a GPU: ``--widths
+128,256,512,1024 --steps 2000 --batch 64 --seq 256 --layers 4`` (the lr grids extend themselves; ~40x the flops of the default;
+the results file records every setting). Keep ``--long-width`` small: the exact
+SVDs of the long-horizon runs run on the host.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+os.environ.setdefault("TQDM_DISABLE", "1")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+
+import _common  # noqa: E402
+
+OPTS = ("adamw", "muon", "muon_mup", "muon_plus_plus", "muown")
+LABEL = {"adamw": "AdamW", "muon": "Muon (moonlight)", "muon_mup": "Muon (μP scale)",
+         "muon_plus_plus": "Muon++", "muown": "Muown"}
+# name -> trainer optimizer name, alias options, μP init, default weight decay.
+SPEC = {
+    "adamw": dict(name="adamw", options={}, mup_init=False, wd=0.1),
+    "muon": dict(name="muon", options={"adam_weight_decay": 0.1}, mup_init=False, wd=0.1),
+    "muon_mup": dict(name="muon", options={"scale": "mup", "adam_weight_decay": 0.1},
+                     mup_init=True, wd=0.1),
+    "muon_plus_plus": dict(name="muon_plus_plus", options={}, mup_init=True, wd=0.0),
+    "muown": dict(name="muown", options={}, mup_init=False, wd=0.0),
+}
+# First-width lr grids (factor 2); later widths start around the previous width's best.
+PRIOR = {"adamw": 3.2e-2, "muon": 6.4e-2, "muon_mup": 8e-2, "muon_plus_plus": 8e-2,
+         "muown": 6.4e-2}
+WD_GRID = (0.0, 0.05, 0.1, 0.2, 0.4)
+PLATEAU = 0.02
+LONG_RUNS = (("muon", 0.0), ("muon", 0.1), ("muon_plus_plus", None), ("muown", None))
+LONG_EVERY = 50
+CACHE = "transfer.runs.json"
+
+
+def settings(args) -> dict:
+  return {"widths": [int(w) for w in args.widths.split(",")], "layers": args.layers,
+          "heads": 4, "kv_heads": 2, "ff_ratio": 3, "seq": args.seq, "batch": args.batch,
+          "steps": args.steps, "warmup_frac": 0.1, "schedule": "cosine",
+          "final_lr_fraction": 0.1, "grad_clip": 1.0, "eval_steps": args.eval_steps,
+          "eval_every": args.eval_every, "long_steps": args.long_steps,
+          "max_extend": args.max_extend, "grid_points": args.grid_points,
+          "wd_grid": [float(x) for x in args.wd_grid.split(",")],
+          "long_width": args.long_width or int(args.widths.split(",")[0]),
+          "wd_width": args.wd_width or sorted(int(w) for w in args.widths.split(","))[
+              (len(args.widths.split(",")) - 1) // 2]}
+
+
+def make_config(st: dict, opt: str, width: int, lr: float, seed: int, wd: float | None,
+                steps: int):
+  """The trainer config of one run."""
+  from train.configs import default
+
+  spec = SPEC[opt]
+  c = default.get_config()
+  c.seed = seed
+  c.train_steps = steps
+  c.batch_size, c.seq_len, c.eval_steps = st["batch"], st["seq"], st["eval_steps"]
+  c.model.preset = "tiny"
+  c.model.d_model, c.model.n_layers = width, st["layers"]
+  c.model.n_heads, c.model.n_kv_heads = st["heads"], st["kv_heads"]
+  c.model.d_ff, c.model.max_len = st["ff_ratio"] * width, st["seq"]
+  c.model.mup_init = spec["mup_init"]
+  c.optimizer.name = spec["name"]
+  c.optimizer.learning_rate = lr
+  c.optimizer.weight_decay = spec["wd"] if wd is None else wd
+  c.optimizer.warmup_steps = max(int(steps * st["warmup_frac"]), 1)
+  c.optimizer.schedule = st["schedule"]
+  c.optimizer.final_lr_fraction = st["final_lr_fraction"]
+  c.optimizer.grad_clip = st["grad_clip"]
+  for k, v in spec["options"].items():
+    c.optimizer.options[k] = v
+  for k, v in spec.get("lr_ratios", {}).items():
+    c.optimizer.lr_ratios[k] = float(v)
+  return c
+
+
+def run_key(opt, width, lr, seed, wd, steps, kind="sweep"):
+  return f"{kind}/{opt}/d{width}/lr{lr:.4g}/s{seed}/wd{'def' if wd is None else f'{wd:g}'}/n{steps}"
+
+
+class Cache:
+  """Finished runs keyed by `run_key`, in one JSON file.
+
+  Several processes may share the file (e.g. ``--part long`` next to ``--part sweep``,
+  which roughly doubles throughput on small models that do not fill the cores): each save
+  takes a lock, re-reads the file and merges its own runs into it.
+  """
+
+  def __init__(self, path):
+    self.path = path
+    self.runs = json.load(open(path)) if os.path.exists(path) else {}
+
+  def save(self):
+    import fcntl
+
+    with open(self.path + ".lock", "w") as lock:
+      fcntl.flock(lock, fcntl.LOCK_EX)
+      if os.path.exists(self.path):
+        self.runs = {**json.load(open(self.path)), **self.runs}
+      tmp = self.path + ".tmp"
+      with open(tmp, "w") as f:
+        json.dump(self.runs, f)
+      os.replace(tmp, self.path)
+
+  def refresh(self):
+    """Adds the runs other processes have saved since."""
+    if os.path.exists(self.path):
+      self.runs = {**json.load(open(self.path)), **self.runs}
+
+
+_DATA = {}
+
+
+def _data(config):
+  """(builder, eval batches) for this sequence length and batch size, built once."""
+  from train.data import pipeline
+
+  key = (config.seq_len, config.batch_size, config.eval_steps)
+  if key not in _DATA:
+    builder = pipeline.prepare(config)
+    _DATA[key] = (builder, pipeline.eval_batches(config, builder))
+  return _DATA[key]
+
+
+def _hidden(params):
+  """[(name, [B, fan_in, fan_out] float64)] of the hidden matrices of a host param tree."""
+  import jax
+  import optax_muon as om
+  from train.labels import HIDDEN_KINDS
+
+  out = []
+  for path, x in jax.tree_util.tree_leaves_with_path(params):
+    name = om.path_to_str(path)
+    if x.ndim >= 2 and om.path_kind(name) in HIDDEN_KINDS:
+      a = np.asarray(x, np.float64)
+      out.append((name, a.reshape(-1, *a.shape[-2:])))
+  return out
+
+
+def spectra(before, after, radius=None) -> dict:
+  """Exact-SVD statistics of the hidden matrices after a step (and of the step itself)."""
+  w_ratio, du_ratio, spread, bound = [], [], [], []
+  prev = dict(_hidden(before)) if before is not None else {}
+  for name, w in _hidden(after):
+    s = math.sqrt(w.shape[2] / w.shape[1])
+    for b in range(w.shape[0]):
+      sig = np.linalg.norm(w[b], 2)
+      w_ratio.append(sig / s)
+      if radius:
+        bound.append(sig / (radius * s))
+      norms = np.linalg.norm(w[b], axis=0)
+      spread.append(float(norms.max() / max(norms.min(), 1e-12)))
+      if name in prev:
+        du_ratio.append(np.linalg.norm(w[b] - prev[name][b], 2) / s)
+  out = {"w_spec_max": float(max(w_ratio)), "w_spec_mean": float(np.mean(w_ratio)),
+         "neuron_spread_max": float(max(spread)), "neuron_spread_mean": float(np.mean(spread))}
+  if du_ratio:
+    out["update_spec_max"] = float(max(du_ratio))
+    out["update_spec_mean"] = float(np.mean(du_ratio))
+  if bound:
+    out["bound_ratio_max"] = float(max(bound))
+  return out
+
+
+def train_one(cache, st, opt, width, lr, seed, wd=None, steps=None, kind="sweep",
+              log_steps=(), verbose=True):
+  """Trains one run unless cached; returns its record."""
+  import jax
+  import models
+  from train import mesh as mesh_lib
+  from train import optimizer as optimizer_lib
+  from train import trainer
+  from train.data import pipeline
+  from train.state import init_state
+  from train.step import jit_steps
+
+  steps = st["steps"] if steps is None else steps
+  key = run_key(opt, width, lr, seed, wd, steps, kind)
+  if key in cache.runs:
+    return cache.runs[key]
+  config = make_config(st, opt, width, lr, seed, wd, steps)
+  t0, c0 = time.perf_counter(), time.process_time()
+  builder, eval_host = _data(config)
+  model_cfg = trainer.model_config(config.model)
+  mesh = mesh_lib.make_mesh(config.mesh, jax.devices()[:1])  # one device, as measured
+  tx, _ = optimizer_lib.make_optimizer(config.optimizer, model_cfg, steps)
+  graphdef, state, shardings = init_state(model_cfg, tx, mesh, seed)
+  batch_sharding = models.sharding.batch_sharding(mesh)
+  train_fn, eval_fn = jit_steps(graphdef, tx, False, shardings, batch_sharding)
+  eval_data = [pipeline.to_global(b, batch_sharding) for b in eval_host]
+  data_iter = iter(pipeline.train_dataset(config, builder))
+  radius = None
+  if SPEC[opt]["name"] == "muon_plus_plus":
+    import inspect
+    import optax_muon as om
+    radius = config.optimizer.options.get(
+        "weight_radius", inspect.signature(om.muon_plus_plus).parameters["weight_radius"].default)
+
+  def evaluate():
+    return float(np.mean([float(eval_fn(state.params, b)["loss"]) for b in eval_data]))
+
+  curve, losses, spec_rows, diverged = [], [], [], False
+  log_steps = set(log_steps)
+  with jax.set_mesh(mesh):
+    for step in range(1, steps + 1):
+      batch = pipeline.to_global(next(data_iter), batch_sharding)
+      before = jax.device_get(state.params) if step in log_steps else None
+      state, metrics = train_fn(state, batch)
+      if step % 10 == 0 or step in log_steps or step == steps:
+        loss = float(metrics["loss"])
+        losses.append((step, loss))
+        if not math.isfinite(loss):
+          diverged = True
+          break
+      if step in log_steps:
+        spec_rows.append({"step": step, "loss": float(metrics["loss"]),
+                          **spectra(before, jax.device_get(state.params), radius)})
+      if step % st["eval_every"] == 0 or step == steps:
+        curve.append((step, evaluate()))
+        if not math.isfinite(curve[-1][1]):
+          diverged = True
+          break
+  final = curve[-1][1] if curve and not diverged else math.inf
+  rec = {"opt": opt, "width": width, "lr": lr, "seed": seed, "wd": wd, "steps": steps,
+         "kind": kind, "final_eval": final, "diverged": diverged, "eval_curve": curve,
+         "train_loss": losses, "spectra": spec_rows, "seconds": time.perf_counter() - t0,
+         "cpu_seconds": time.process_time() - c0}
+  cache.runs[key] = rec
+  cache.save()
+  if verbose:
+    print(f"[transfer] {key}: final eval {final:.4f} ({rec['seconds']:.0f}s)", flush=True)
+  return rec
+
+
+# ----------------------------------------------------------------------------- analysis
+
+
+def sweep_runs(cache, opt, width, steps, seed=0):
+  """{lr: final eval} of the seed's sweep runs."""
+  return {r["lr"]: r["final_eval"] for r in cache.runs.values()
+          if r["kind"] == "sweep" and r["opt"] == opt and r["width"] == width
+          and r["seed"] == seed and r["steps"] == steps and r["wd"] is None}
+
+
+def bracketed(losses: dict) -> bool:
+  if len(losses) < 3:
+    return False
+  lrs = sorted(losses)
+  i = min(range(len(lrs)), key=lambda j: losses[lrs[j]])
+  return 0 < i < len(lrs) - 1
+
+
+def best_of(losses: dict):
+  lr = min(losses, key=lambda k: losses[k])
+  return lr, losses[lr]
+
+
+def plateau(losses: dict, tol=PLATEAU):
+  lr_best, l_best = best_of(losses)
+  good = [lr for lr, l in losses.items() if l <= l_best + tol]
+  return [min(good), max(good)]
+
+
+def _grid_lr(x):
+  """Rounds to 4 significant digits so that factor-2 grids hit the same keys."""
+  return float(f"{x:.4g}")
+
+
+def sweep(cache, st, opt, width, center, verbose=True):
+  """Runs lrs center·2^j (3 points by default: center/2, center, 2·center), then extends the
+  grid by factors of 2 on the side of the best until it has a worse neighbour on both sides."""
+  k = st["grid_points"] // 2
+  for j in range(-k, st["grid_points"] - k):
+    train_one(cache, st, opt, width, _grid_lr(center * 2.0 ** j), 0, verbose=verbose)
+  for _ in range(st["max_extend"]):
+    losses = sweep_runs(cache, opt, width, st["steps"])
+    if bracketed(losses):
+      break
+    lrs = sorted(losses)
+    lr_best, _ = best_of(losses)
+    nxt = lrs[0] / 2 if lr_best == lrs[0] else lrs[-1] * 2
+    train_one(cache, st, opt, width, _grid_lr(nxt), 0, verbose=verbose)
+  lr_best, _ = best_of(sweep_runs(cache, opt, width, st["steps"]))
+  train_one(cache, st, opt, width, lr_best, 1, verbose=verbose)
+  return lr_best
+
+
+def run_sweeps(cache, st, opts, verbose=True):
+  """Width-major (every optimizer at the narrowest width first), so that an interrupted
+  run leaves complete comparisons at the widths it finished."""
+  for width in sorted(st["widths"]):
+    for opt in opts:
+      narrower = [w for w in sorted(st["widths"]) if w < width]
+      center = best_lr(cache, st, opt, narrower[-1]) if narrower else None
+      sweep(cache, st, opt, width, center or PRIOR[opt], verbose=verbose)
+
+
+def best_lr(cache, st, opt, width):
+  losses = sweep_runs(cache, opt, width, st["steps"])
+  return best_of(losses)[0] if losses else None
+
+
+def run_wd(cache, st, opts, verbose=True):
+  width = st["wd_width"]
+  for opt in opts:
+    lr = best_lr(cache, st, opt, width)
+    if lr is None:
+      continue
+    for wd in st["wd_grid"]:
+      if wd != SPEC[opt]["wd"]:  # the default is the sweep's own run at that lr
+        train_one(cache, st, opt, width, lr, 0, wd=wd, kind="wd", verbose=verbose)
+
+
+def long_log_steps(steps):
+  return sorted({1, 2, 5, 10, 25, *range(LONG_EVERY, steps + 1, LONG_EVERY), steps})
+
+
+def run_long(cache, st, verbose=True):
+  width, steps = st["long_width"], st["long_steps"]
+  for opt, wd in LONG_RUNS:
+    cache.refresh()
+    lr = best_lr(cache, st, opt, width)
+    if lr is None:
+      continue
+    train_one(cache, st, opt, width, lr, 0, wd=wd, steps=steps, kind="long",
+              log_steps=long_log_steps(steps), verbose=verbose)
+
+
+def summarize(cache, st, opts) -> dict:
+  """The results JSON: per optimizer and width, best lr / loss / plateau; wd_spread; long runs."""
+  out = {"widths": [str(w) for w in sorted(st["widths"])], "settings": st,
+         "plateau_tol": PLATEAU, "wd_grid": st["wd_grid"], "optimizers": {}, "long": {}}
+  for opt in opts:
+    res = {"best_lr": {}, "best_loss": {}, "best_loss_seeds": {}, "plateau": {}, "sweep": {},
+           "wd_losses": {}, "wd_spread": None, "init": "mup" if SPEC[opt]["mup_init"] else
+           "fan_in", "options": SPEC[opt]["options"], "default_wd": SPEC[opt]["wd"]}
+    for width in sorted(st["widths"]):
+      losses = sweep_runs(cache, opt, width, st["steps"])
+      if not losses:
+        continue
+      w = str(width)
+      lr_b, _ = best_of(losses)
+      seeds = [losses[lr_b]] + [l for l in [sweep_runs(cache, opt, width, st["steps"], 1)
+                                             .get(lr_b)] if l is not None]
+      res["best_lr"][w] = lr_b
+      res["best_loss"][w] = float(np.mean(seeds))
+      res["best_loss_seeds"][w] = seeds
+      res["plateau"][w] = plateau(losses)
+      res["sweep"][w] = {f"{lr:g}": losses[lr] for lr in sorted(losses)}
+      res.setdefault("bracketed", {})[w] = bracketed(losses)
+    wds = {r["wd"]: r["final_eval"] for r in cache.runs.values()
+           if r["kind"] == "wd" and r["opt"] == opt and r["width"] == st["wd_width"]
+           and r["steps"] == st["steps"] and r["wd"] in st["wd_grid"]}
+    lr_wd = best_lr(cache, st, opt, st["wd_width"])
+    if wds and lr_wd is not None and SPEC[opt]["wd"] in st["wd_grid"]:
+      wds[SPEC[opt]["wd"]] = sweep_runs(cache, opt, st["wd_width"], st["steps"])[lr_wd]
+    if wds:
+      res["wd_losses"] = {f"{k:g}": v for k, v in sorted(wds.items())}
+      finite = [v for v in wds.values() if math.isfinite(v)]
+      res["wd_spread"] = float(max(finite) - min(finite)) if finite else None
+      res["wd_lr"] = lr_wd
+    out["optimizers"][opt] = res
+  for r in cache.runs.values():
+    if r["kind"] == "long" and r["width"] == st["long_width"] and r["steps"] == st["long_steps"]:
+      name = f"{r['opt']}" + (f"_wd{r['wd']:g}" if r["wd"] is not None else "")
+      out["long"][name] = {"lr": r["lr"], "wd": r["wd"], "final_eval": r["final_eval"],
+                           "spectra": r["spectra"], "eval_curve": r["eval_curve"]}
+  out["claims"] = claims(out)
+  return out
+
+
+def _move(best_lrs: dict) -> float | None:
+  """max/min of the best lr across widths (1 = no move; 2 = one grid step)."""
+  v = list(best_lrs.values())
+  return max(v) / min(v) if len(v) >= 2 else None
+
+
+def claims(out) -> list[str]:
+  """The issue's claims, checked on these numbers (met / not met)."""
+  o = out["optimizers"]
+  lines = []
+  widths = out["widths"]
+  span = f"{widths[0]}→{widths[-1]}" if widths else ""
+  moves = {k: _move(v["best_lr"]) for k, v in o.items()}
+  if moves.get("muon_plus_plus"):
+    m = moves["muon_plus_plus"]
+    other = ", ".join(f"{LABEL[k]} {v:.0f}x" for k, v in moves.items()
+                      if k != "muon_plus_plus" and v is not None)
+    lines.append(f"Muon++ best lr moves by {m:.0f}x across d_model {span} (goal <= 2x): "
+                 f"{'met' if m <= 2 + 1e-9 else 'NOT met'}; " + other + ".")
+  for name, goal in (("muon_plus_plus", 0.01), ("muown", 0.0)):
+    if name in o and "muon" in o:
+      parts, ok = [], True
+      for w in widths:
+        a, b = o[name]["best_loss"].get(w), o["muon"]["best_loss"].get(w)
+        if a is None or b is None:
+          continue
+        parts.append(f"d{w} {a:.3f} vs {b:.3f}")
+        ok &= a <= b + goal
+      lines.append(f"{LABEL[name]} best loss vs Muon's (goal <= Muon{' + 0.01' if goal else ''}): "
+                   + ", ".join(parts) + f": {'met' if ok else 'NOT met'}.")
+  if "muown" in o and "muon" in o:
+    parts, ok = [], True
+    for w in widths:
+      pa, pb = o["muown"]["plateau"].get(w), o["muon"]["plateau"].get(w)
+      if pa and pb:
+        ra, rb = pa[1] / pa[0], pb[1] / pb[0]
+        parts.append(f"d{w} {ra:.0f}x vs {rb:.0f}x")
+        ok &= ra >= rb
+    lines.append("Muown plateau width (hi/lo lr within 0.02 nats) vs Muon's: " + ", ".join(parts)
+                 + f": {'met' if ok else 'NOT met'}.")
+    sa, sb = o["muown"].get("wd_spread"), o["muon"].get("wd_spread")
+    if sa is not None and sb is not None:
+      lines.append(f"wd_spread Muown {sa:.3f} vs Muon {sb:.3f} (goal <= half): "
+                   f"{'met' if sa <= sb / 2 else 'NOT met'}.")
+  mpp = out["long"].get("muon_plus_plus")
+  if mpp and mpp["spectra"]:
+    worst = max(r.get("bound_ratio_max", 0) for r in mpp["spectra"])
+    first = mpp["spectra"][0].get("bound_ratio_max", 0)
+    lines.append(f"Muon++ long run: max ‖W‖₂/bound over logged steps {worst:.3f} (step 1: "
+                 f"{first:.3f}; goal <= 1.03): {'met' if worst <= 1.03 else 'NOT met'}.")
+  return lines
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def plots(out, out_dir):
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  opts = list(out["optimizers"])
+  fig, axes = plt.subplots(1, len(opts), figsize=(4 * len(opts), 3.6), squeeze=False,
+                           sharey=True)
+  cmap = plt.get_cmap("viridis")
+  widths = out["widths"]
+  for ax, opt in zip(axes[0], opts):
+    res = out["optimizers"][opt]
+    for j, w in enumerate(widths):
+      sw = res["sweep"].get(w)
+      if not sw:
+        continue
+      lrs = [float(k) for k in sw]
+      ls = [min(v, 10.0) for v in sw.values()]
+      ax.plot(lrs, ls, "o-", ms=3, color=cmap(j / max(len(widths) - 1, 1)), label=f"d={w}")
+    ax.set_xscale("log")
+    ax.set_title(LABEL[opt])
+    ax.set_xlabel("learning rate")
+    ax.grid(alpha=0.3)
+  axes[0][0].set_ylabel("final eval loss (nats/byte)")
+  finite = [v for r in out["optimizers"].values() for sw in r["sweep"].values()
+            for v in sw.values() if math.isfinite(v)]
+  if finite:
+    axes[0][0].set_ylim(min(finite) - 0.05, min(min(finite) + 1.0, max(finite) + 0.05))
+  axes[0][-1].legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(os.path.join(out_dir, "transfer.png"), dpi=110)
+  plt.close(fig)
+  if out["long"]:
+    keys = [("loss", "train loss"), ("w_spec_max", "max ‖W‖₂ / sqrt(out/in)"),
+            ("update_spec_max", "max ‖ΔW‖₂ / sqrt(out/in)"),
+            ("neuron_spread_max", "max/min per-neuron norm (max over matrices)")]
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.6), squeeze=False)
+    for name, rec in out["long"].items():
+      rows = rec["spectra"]
+      for ax, (k, title) in zip(axes[0], keys):
+        xs = [r["step"] for r in rows if k in r]
+        ax.plot(xs, [r[k] for r in rows if k in r], "-", lw=1.2, label=name)
+        ax.set_title(title, fontsize=9)
+        ax.set_xscale("log")
+        ax.set_xlabel("step")
+    axes[0][1].set_yscale("log")
+    axes[0][2].set_yscale("log")
+    axes[0][3].set_yscale("log")
+    mpp = out["long"].get("muon_plus_plus")
+    if mpp and mpp["spectra"] and "bound_ratio_max" in mpp["spectra"][0]:
+      r0 = mpp["spectra"][0]
+      bound = r0["w_spec_max"] / r0["bound_ratio_max"]
+      axes[0][1].axhline(bound, color="k", ls=":", lw=1, label="Muon++ bound")
+    axes[0][1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out_dir, "transfer_long.png"), dpi=110)
+    plt.close(fig)
+
+
+def report(out, out_dir, command, info):
+  st = out["settings"]
+  notes = [
+      f"Model: the repo's transformer, {st['layers']} layers, {st['heads']} heads "
+      f"({st['kv_heads']} KV), d_ff = {st['ff_ratio']}·d_model, widths d_model = "
+      f"{', '.join(out['widths'])}; {st['steps']} steps of {st['batch']}x{st['seq']} bytes, "
+      f"{st['schedule']} schedule (warmup {st['warmup_frac']:.0%}, final lr "
+      f"{st['final_lr_fraction']}x), grad clip {st['grad_clip']}; eval on {st['eval_steps']} "
+      "fixed batches.",
+      "Learning rates: AdamW, Muon (moonlight) and Muown in AdamW units; Muon (μP scale) and "
+      "Muon++ in spectral units (‖ΔW‖₂ = lr·sqrt(fan_out/fan_in)). Factor-2 grids, "
+      "extended until the best has a worse neighbour on both sides; best lr rerun with seed 1.",
+      f"Plateau: lowest and highest lr whose seed-0 loss is within {PLATEAU} nats of the "
+      "seed-0 best. wd_spread: max - min final eval loss over weight decay "
+      f"{st['wd_grid']} at d_model {st['wd_width']} and the optimizer's best lr there.",
+  ]
+  text = _common.md_header("Learning-rate transfer across width", info, command, notes)
+  text += "\n## Claims, checked on these runs\n\n" + "\n".join(f"- {c}" for c in out["claims"])
+  text += "\n\n## Best lr, best loss (mean of 2 seeds) and plateau per width\n\n"
+  rows = []
+  for opt, res in out["optimizers"].items():
+    for w in out["widths"]:
+      if w not in res["best_lr"]:
+        continue
+      seeds = res["best_loss_seeds"][w]
+      p = res["plateau"][w]
+      rows.append([LABEL[opt], w, f"{res['best_lr'][w]:g}", " / ".join(f"{s:.4f}" for s in seeds),
+                   f"{res['best_loss'][w]:.4f}", f"{p[0]:g} – {p[1]:g}",
+                   f"{p[1] / p[0]:.0f}x", "yes" if res["bracketed"][w] else "NO"])
+  text += _common.md_table(["optimizer", "d_model", "best lr", "final eval (seeds)", "mean",
+                            "plateau lr", "plateau width", "bracketed"], rows)
+  text += "\n![loss vs lr per width](transfer.png)\n"
+  text += "\n## Weight-decay sensitivity\n\n"
+  rows = []
+  for opt, res in out["optimizers"].items():
+    if res["wd_losses"]:
+      wl = res["wd_losses"]
+      rows.append([LABEL[opt], f"{res.get('wd_lr', float('nan')):g}",
+                   *[f"{wl.get(f'{wd:g}', float('nan')):.4f}" for wd in st["wd_grid"]],
+                   f"{res['wd_spread']:.4f}" if res["wd_spread"] is not None else "n/a"])
+  text += _common.md_table(
+      ["optimizer", "lr", *[f"wd {wd:g}" for wd in st["wd_grid"]], "wd_spread"], rows)
+  if out["long"]:
+    text += (f"\n## Long horizon ({st['long_steps']} steps, d_model {st['long_width']})\n\n"
+             "Exact SVD of every hidden matrix at the logged steps (1, 2, 5, 10, 25, then every "
+             f"{LONG_EVERY}); ‖·‖₂ in units of sqrt(fan_out/fan_in).\n\n")
+    rows = []
+    for name, rec in out["long"].items():
+      sp = rec["spectra"]
+      if not sp:
+        continue
+      rows.append([name, f"{rec['lr']:g}", f"{rec['final_eval']:.4f}",
+                   f"{sp[0]['w_spec_max']:.2f}", f"{sp[-1]['w_spec_max']:.2f}",
+                   f"{max(r['w_spec_max'] for r in sp):.2f}",
+                   f"{sp[-1].get('update_spec_max', float('nan')):.2e}",
+                   f"{sp[-1]['neuron_spread_max']:.1f}",
+                   f"{max(r.get('bound_ratio_max', float('nan')) for r in sp):.3f}"
+                   if "bound_ratio_max" in sp[0] else "-"])
+    text += _common.md_table(["run", "lr", "final eval", "‖W‖₂ step 1", "‖W‖₂ last",
+                              "‖W‖₂ max", "‖ΔW‖₂ last", "neuron spread last",
+                              "max ‖W‖₂/bound"], rows)
+    text += "\n![long horizon](transfer_long.png)\n"
+  text += "\n## Every sweep (seed 0, final eval loss)\n\n"
+  rows = []
+  for opt, res in out["optimizers"].items():
+    for w, sw in res["sweep"].items():
+      rows.append([LABEL[opt], w, ", ".join(f"{k}: {v:.3f}" for k, v in sw.items())])
+  text += _common.md_table(["optimizer", "d_model", "lr: loss"], rows)
+  with open(os.path.join(out_dir, "transfer.md"), "w") as f:
+    f.write(text)
+  with open(os.path.join(out_dir, "transfer.json"), "w") as f:
+    json.dump({"machine": info, "command": command, **out}, f, indent=1)
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--widths", default="16,32,64,128")
+  p.add_argument("--layers", type=int, default=2)
+  p.add_argument("--seq", type=int, default=64)
+  p.add_argument("--batch", type=int, default=16)
+  p.add_argument("--steps", type=int, default=300)
+  p.add_argument("--eval-steps", type=int, default=32)
+  p.add_argument("--eval-every", type=int, default=100)
+  p.add_argument("--long-steps", type=int, default=3000)
+  p.add_argument("--long-width", type=int, default=0, help="default: the smallest width")
+  p.add_argument("--wd-width", type=int, default=0, help="default: the middle width")
+  p.add_argument("--optimizers", default=",".join(OPTS))
+  p.add_argument("--wd-grid", default=",".join(f"{w:g}" for w in WD_GRID))
+  p.add_argument("--max-extend", type=int, default=8, help="most grid extensions per sweep")
+  p.add_argument("--grid-points", type=int, default=3, help="initial lr grid points per sweep")
+  p.add_argument("--part", default="sweep,wd,long", help="any of sweep, wd, long")
+  p.add_argument("--out-dir", default=str(_common.RESULTS_DIR))
+  p.add_argument("--quick", action="store_true",
+                 help="smoke test: 1 layer, widths 16,32, 8 steps, one lr, 12-step long runs")
+  p.add_argument("--report-only", action="store_true")
+  args = p.parse_args(argv)
+  if args.quick:  # every code path once, as few compiles as possible
+    args.widths, args.steps, args.eval_every, args.eval_steps = "16,32", 8, 4, 1
+    args.long_steps, args.batch, args.seq, args.layers = 12, 4, 32, 1
+    args.max_extend, args.grid_points, args.wd_grid = 0, 1, "0,0.1"
+  st = settings(args)
+  opts = [o for o in args.optimizers.split(",") if o]
+  os.makedirs(args.out_dir, exist_ok=True)
+  cache = Cache(os.path.join(args.out_dir, CACHE))
+  command = "python benchmarks/transfer.py" + "".join(
+      f" {a}" for a in (sys.argv[1:] if argv is None else argv))
+  info = _common.machine_info()
+  parts = args.part.split(",")
+  if not args.report_only:
+    if "sweep" in parts:
+      run_sweeps(cache, st, opts)
+    if "wd" in parts:
+      run_wd(cache, st, opts)
+    if "long" in parts:
+      run_long(cache, st)
+  out = summarize(cache, st, opts)
+  report(out, args.out_dir, command, info)
+  plots(out, args.out_dir)
+  print("\n".join(out["claims"]))
+
+
+if __name__ == "__main__":
+  main()
