@@ -5,6 +5,7 @@ registry) and runs the library's tests there.
 """
 
 import ast
+import os
 import pathlib
 import re
 import subprocess
@@ -20,8 +21,8 @@ TRAINER_ONLY = {"flax", "orbax-checkpoint", "tensorflow-datasets", "grain", "arr
 # Test files that need nothing but the library, numpy, optax and pytest.
 LIBRARY_TESTS = ("test_newton_schulz.py", "test_gram_newton_schulz.py", "test_invariants.py",
                  "test_bad_input.py", "test_optax_equivalence.py", "test_torch_reference.py",
-                 "test_optax_contract_battery.py", "test_validation.py", "test_normuon.py",
-                 "test_matrices.py")
+                 "test_optax_contract_battery.py", "test_hyperparameter_validation.py",
+                 "test_normuon.py")
 
 
 def _normalize(name: str) -> str:
@@ -95,7 +96,8 @@ def test_wheel_installs_alone_in_a_fresh_venv_and_passes_the_library_tests(wheel
   subprocess.run([py, "-c", "import optax_muon, sys; "
                   "assert 'flax' not in sys.modules and 'train' not in sys.modules"], check=True)
   subprocess.run([py, "-m", "pip", "install", "-q", "pytest", "pytest-xdist"], check=True)
-  tests = [str(ROOT / "tests" / t) for t in LIBRARY_TESTS if (ROOT / "tests" / t).exists()]
+  tests = [str(ROOT / "tests" / t) for t in LIBRARY_TESTS]
+  assert all(os.path.exists(t) for t in tests), tests
   # Run from an empty directory with the installed package, not the checkout.
   subprocess.run([py, "-m", "pytest", "-q", "-n", "2", "-p", "no:cacheprovider",
                   "--rootdir", str(tmp_path), "-c", "/dev/null", *tests], check=True,
