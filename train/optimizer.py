@@ -33,28 +33,31 @@ def make_schedule(opt: ml_collections.ConfigDict, total_steps: int) -> optax.Sch
   raise ValueError(f"unknown optimizer.schedule {opt.schedule!r}; choose from {SCHEDULES}")
 
 
-def _base(name: str, lr: optax.Schedule, weight_decay: float, diagnostics=None,
+def _base(name: str, lr: optax.Schedule, weight_decay: float | None, diagnostics=None,
           lr_ratios=None, options=None) -> optax.GradientTransformation:
   """The optimizer proper; Muon variants route non-matrix leaves (labels = None) to AdamW.
 
   `lr_ratios` maps learning-rate arguments of the alias to a multiple of the schedule (e.g.
   `{"adam_learning_rate": 0.3}`: the AdamW leaves at 0.3x); `options` are further keyword
-  arguments of the alias (e.g. `scale="mup"`).
+  arguments of the alias (e.g. `scale="mup"`). `weight_decay=None` keeps the optimizer's own
+  default (AdamW: 0.1).
   """
   if name == "adamw" and (lr_ratios or options):
     raise ValueError("optimizer.lr_ratios and optimizer.options apply to the Muon variants only")
   if name == "adamw":
-    return optax.adamw(lr, b1=0.9, b2=0.95, weight_decay=weight_decay,
+    return optax.adamw(lr, b1=0.9, b2=0.95,
+                       weight_decay=0.1 if weight_decay is None else weight_decay,
                        mask=lambda p: jax.tree.map(lambda x: x.ndim >= 2, p))
   factory = {"muon": om.muon, "muon_plus_plus": om.muon_plus_plus, "muown": om.muown}[name]
   extra = dict(options or {})
+  if weight_decay is not None:
+    extra["weight_decay"] = weight_decay
   extra["skip_nonfinite"] = False  # `make_optimizer` wraps the whole chain once.
   for arg, ratio in (lr_ratios or {}).items():
     extra[arg] = functools.partial(lambda t, r: r * lr(t), r=float(ratio))
   if diagnostics is not None:
     extra["diagnostics"] = diagnostics
-  return factory(lr, weight_decay=weight_decay, dimension_numbers=labels.dimension_numbers,
-                 **extra)
+  return factory(lr, dimension_numbers=labels.dimension_numbers, **extra)
 
 
 def make_optimizer(opt: ml_collections.ConfigDict, model_cfg: ModelConfig,

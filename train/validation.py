@@ -114,7 +114,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   _finite_in(config, "optimizer.decay_fraction", 0.0, 1.0)
   _finite_in(config, "optimizer.final_lr_fraction", 0.0, 1.0)
   for name in ("weight_decay", "grad_clip", "qk_clip"):
-    _finite_in(config, f"optimizer.{name}", 0.0)
+    if not (name == "weight_decay" and config.optimizer.weight_decay is None):
+      _finite_in(config, f"optimizer.{name}", 0.0)
   _check_model(config)
   _check_data(config)
   for axis in models.MESH_AXES:

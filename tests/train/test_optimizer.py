@@ -109,3 +109,37 @@ def test_alias_options_are_refused_for_adamw():
   opt.options.scale = "mup"
   with pytest.raises(ValueError, match="optimizer.options"):
     optimizer_lib.make_optimizer(opt, trainer.model_config(tiny.get_config().model), 100)
+
+
+@pytest.mark.parametrize("name", ["muown", "muon_plus_plus"])
+def test_unset_weight_decay_keeps_the_alias_default(name):
+  # optimizer.weight_decay=None (the default) must not override the alias's own decay (0 on
+  # the matrices of Muown and Muon++); an explicit value must reach it.
+  import optax_muon as om
+  from train import labels
+  model_cfg = trainer.model_config(tiny.get_config().model)
+  d = model_cfg.d_model
+  params = {"embed": {"embedding": jnp.ones((256, d))},
+            "layers": {0: {"attn": {"q": {"kernel": jnp.eye(d)}}}}}
+  grads = jax.tree.map(lambda x: jnp.cos(jnp.arange(x.size, dtype=x.dtype)).reshape(x.shape),
+                       params)
+  q = lambda u: u["layers"][0]["attn"]["q"]["kernel"]
+
+  def second_step(tx):
+    state = tx.init(params)
+    for _ in range(2):
+      updates, state = tx.update(grads, state, params)
+    return q(updates)
+
+  factory = {"muown": om.muown, "muon_plus_plus": om.muon_plus_plus}[name]
+  opt = _opt(name=name, warmup_steps=1, grad_clip=0.0)
+  assert opt.weight_decay is None
+  sched = optimizer_lib.make_schedule(opt, 100)
+  tx, _ = optimizer_lib.make_optimizer(opt, model_cfg, total_steps=100)
+  direct = factory(sched, dimension_numbers=labels.dimension_numbers)
+  np.testing.assert_allclose(second_step(tx), second_step(direct), rtol=1e-6)
+  opt.weight_decay = 0.4
+  tx, _ = optimizer_lib.make_optimizer(opt, model_cfg, total_steps=100)
+  decayed = factory(sched, weight_decay=0.4, dimension_numbers=labels.dimension_numbers)
+  np.testing.assert_allclose(second_step(tx), second_step(decayed), rtol=1e-6)
+  assert not np.allclose(second_step(tx), second_step(direct))

@@ -34,7 +34,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.optimizer.schedule = "cosine"  # cosine | wsd | constant
   c.optimizer.decay_fraction = 0.2  # WSD: fraction of steps in the final linear decay.
   c.optimizer.final_lr_fraction = 0.1
-  c.optimizer.weight_decay = 0.1
+  # Decoupled decay of the matrices (and AdamW leaves); None = the optimizer's own default
+  # (AdamW and muon 0.1; muon_plus_plus and muown 0 on matrices, 0.1 on AdamW leaves).
+  c.optimizer.weight_decay = ml_collections.config_dict.placeholder(float)
   c.optimizer.grad_clip = 1.0  # 0 = off.
   c.optimizer.qk_clip = 0.0  # Threshold tau; 0 = off. Needs model.scan_layers=False.
   # Muon variants: learning-rate arguments of the alias as multiples of the schedule (e.g.
