@@ -93,8 +93,8 @@ def test_quick_smoke_run_writes_results(tmp_path):
 def test_muon_plus_plus_holds_its_bound_at_every_training_step(tmp_path):
   # Issue 12: ‖W‖₂ ≤ 1.03·bound at every step of a real run (exact SVD after every step).
   # 1-layer d=32 model, lr 0.08 (the best lr at d=32): the weights reach the bound by step
-  # ~80 and stay on it. With 2 power-iteration rounds for the bound (before) this run went
-  # 3.9% over; with 8 (bound_power_iterations) it stays within ~1%.
+  # ~80 and stay on it. A single warm-started vector with 2 rounds went 3.9% over on this
+  # run; the default block of 4 vectors stays within ~1%.
   args = argparse.Namespace(widths="32", layers=1, seq=64, batch=16, steps=300, eval_steps=1,
                             eval_every=1000, long_steps=300, long_width=32, wd_width=32,
                             max_extend=0, grid_points=1, wd_grid="0")

@@ -37,6 +37,7 @@ def muon_plus_plus(
     scale: str = "mup",
     power_iterations: int | None = None,
     bound_power_iterations: int | None = None,
+    bound_vectors: int | None = None,
     shared: alias_parts.Shared,
 ) -> optax.GradientTransformationExtraArgs:
   """Muon with the update's spectral norm set exactly and the weight's bounded.
@@ -54,9 +55,11 @@ def muon_plus_plus(
       down-projection), where ``"mup"`` takes smaller steps.
     power_iterations: warm-started power-iteration rounds per step for the
       update's ``‖O‖₂`` (default 2).
-    bound_power_iterations: rounds per step for the proposed weight's top
-      singular value (default 8: a matrix sitting on its bound has a bunched
-      spectrum, which 2 rounds track too loosely).
+    bound_power_iterations: rounds per step of the subspace iteration that
+      tracks the proposed weight's top singular value (default 2).
+    bound_vectors: directions it tracks together (default 4): a matrix sitting
+      on its bound has a bunched top spectrum, which a single warm-started
+      vector tracks too loosely.
     @@shared@@
 
   The defaults differ from ``muon``'s: Newton–Schulz is Polar Express × 6 (it maps
@@ -79,10 +82,12 @@ def muon_plus_plus(
     raise ValueError(f"muon_plus_plus: unknown scale {scale!r}; valid: ('mup', 'jordan').")
   iters = 2 if power_iterations is None else power_iterations
   validation.check_positive_int(iters, "power_iterations")
-  bound_iters = 8 if bound_power_iterations is None else bound_power_iterations
+  bound_iters = 2 if bound_power_iterations is None else bound_power_iterations
+  bound_block = 4 if bound_vectors is None else bound_vectors
   validation.check_positive_int(bound_iters, "bound_power_iterations")
+  validation.check_positive_int(bound_block, "bound_vectors")
   bound = () if weight_radius is None else (spectral_decay.spectral_weight_decay(
-      weight_radius, scale=scale, power_iterations=bound_iters),)
+      weight_radius, scale=scale, power_iterations=bound_iters, vectors=bound_block),)
   matrix_chain = optax.chain(
       scale_by_muon_lib.scale_by_muon(
           beta=shared.beta, nesterov=shared.nesterov, mu_dtype=shared.mu_dtype, scale=scale,

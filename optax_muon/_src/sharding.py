@@ -88,6 +88,12 @@ def state_shardings(abstract_state: Any, params: Any, param_shardings: Any) -> A
         rows, fan_in, fan_out = _group_specs(group, sharding_leaves[first], len(shape))
         by_shape = {(group.rows, group.fan_in, group.fan_out): P(rows, fan_in, fan_out),
                     (group.rows, group.fan_out): P(rows, fan_out)}
+
+        def spec(shape):  # blocks of per-neuron vectors [rows, fan_out, k] (subspace iteration)
+          if shape not in by_shape and len(shape) == 3 and shape[:2] == (group.rows, group.fan_out):
+            return P(rows, fan_out, None)
+          return by_shape.get(shape, P())
+        return jax.tree.map(lambda x: NamedSharding(mesh, spec(tuple(x.shape))), value)
       return jax.tree.map(
           lambda x: NamedSharding(mesh, by_shape.get(tuple(x.shape), P())), value)
     return stacks.map(one)

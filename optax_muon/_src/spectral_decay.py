@@ -10,9 +10,11 @@ leaves the ball, scale it back onto it:
 
 Scaling multiplies every singular value by ``c``, so ``‖W'‖₂ = R`` exactly
 whenever ``σ_P`` is exact, however far outside the ball ``P`` lies. ``σ_P``
-comes from a warm-started power iteration kept in the state; its vectors start
-from the initial weights' own top direction (``init_iterations`` rounds at
-``init``), so the first step is tracked like any later one. ``1 − c`` is the
+comes from a warm-started power iteration kept in the state (a block of
+``vectors`` directions, subspace iteration, when the top of the spectrum
+bunches up); its vectors start from the initial weights' own top directions
+(``init_iterations`` rounds at ``init``), so the first step is tracked like any
+later one. ``1 − c`` is the
 step's data-dependent decay ``κ_t``.
 
 ``R = weight_radius · s`` with ``s = scale_factor(scale, fan_in, fan_out)``
@@ -40,6 +42,7 @@ def spectral_weight_decay(
     *,
     scale: str = "mup",
     power_iterations: int = 1,
+    vectors: int = 1,
     init_iterations: int = 30,
     dimension_numbers: dn.DimensionNumbersSpec = None,
 ) -> optax.GradientTransformationExtraArgs:
@@ -53,6 +56,9 @@ def spectral_weight_decay(
     scale: the convention of ``s`` (``"mup"``: ``sqrt(fan_out/fan_in)``; any of
       :func:`spectral_scale`'s conventions).
     power_iterations: rounds per step of the warm-started power iteration.
+    vectors: how many top directions it tracks together (subspace iteration
+      when > 1: robust when the top singular values bunch up, as they do once
+      a matrix sits on its bound).
     init_iterations: rounds on the initial weights at ``init``.
     dimension_numbers: which leaves are matrices on an ordinary tree (default:
       rank >= 2, last two axes).
@@ -67,12 +73,13 @@ def spectral_weight_decay(
   """
   validation.check_positive(weight_radius, "weight_radius")
   validation.check_positive_int(power_iterations, "power_iterations")
+  validation.check_positive_int(vectors, "vectors")
   if init_iterations < 0:
     raise ValueError(f"init_iterations must be >= 0, got {init_iterations}.")
   scale_lib.scale_factor(scale, 1, 1)  # validates the convention name
 
   def init(w):
-    vecs = pi.start_vectors(w.shape[0], w.shape[2])
+    vecs = pi.start_vectors(w.shape[0], w.shape[2], block=None if vectors == 1 else vectors)
     if init_iterations == 0 or not jnp.issubdtype(w.dtype, jnp.floating):
       return vecs
     # Start from W₀'s own top right singular vector: a fixed start vector is far
