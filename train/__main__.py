@@ -42,13 +42,16 @@ def main(argv):
   logging.set_verbosity(logging.INFO)
   logging.get_absl_handler().addFilter(_not_orbax)  # Orbax logs every file it writes.
   from train import trainer  # pylint: disable=g-import-not-at-top  # After the flag checks.
+  config = _CONFIG.value
+  cli.apply_open_overrides(config, _OPEN_OVERRIDES)
   try:
-    trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    trainer.train_and_evaluate(config, _WORKDIR.value)
   except errors.TrainerError as e:
     _fail(e)
 
 
 if __name__ == "__main__":
+  sys.argv[1:], _OPEN_OVERRIDES = cli.split_open_overrides(sys.argv[1:])
   try:
     cli.check_overrides(sys.argv[1:], _DEFAULT_CONFIG)
   except errors.ConfigError as e:

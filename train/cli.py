@@ -5,6 +5,7 @@ key there ends in a long chained traceback. `check_overrides` finds such keys fi
 nearest valid ones.
 """
 
+import ast
 import difflib
 import importlib.util
 import os
@@ -66,6 +67,42 @@ def override_keys(argv: list[str]) -> list[str]:
       if arg.startswith(prefix):
         keys.append(arg[len(prefix):].split("=", 1)[0])
   return keys
+
+
+# Open-ended sub-dicts: any key below them is an argument of the optimizer alias.
+OPEN_KEYS = ("optimizer.options.", "optimizer.lr_ratios.")
+
+
+def split_open_overrides(argv: list[str]) -> tuple[list[str], dict[str, object]]:
+  """Removes `--config.optimizer.options.NAME=V` (and `lr_ratios`) flags from `argv`.
+
+  ml_collections cannot add keys to a sub-dict from the command line, so these are applied to
+  the config after parsing (`apply_open_overrides`). Values are Python literals (`8`, `0.3`,
+  `None`, `'jordan'`), or strings otherwise (`mup`).
+  """
+  rest, found = [], {}
+  for arg in argv:
+    body = next((arg[len(p):] for p in ("--config.", "-config.") if arg.startswith(p)), None)
+    if body is not None and body.startswith(OPEN_KEYS) and "=" in body:
+      key, value = body.split("=", 1)
+      try:
+        found[key] = ast.literal_eval(value)
+      except (ValueError, SyntaxError):
+        found[key] = value
+      continue
+    rest.append(arg)
+  return rest, found
+
+
+def apply_open_overrides(config: ml_collections.ConfigDict, overrides: dict[str, object]) -> None:
+  """Sets the values `split_open_overrides` took out of the flags."""
+  for key, value in overrides.items():
+    parent, name = key.rsplit(".", 1)
+    section = config
+    for part in parent.split("."):
+      section = section[part]
+    with section.unlocked():
+      section[name] = value
 
 
 def check_overrides(argv: list[str], default_config: str) -> None:

@@ -9,6 +9,7 @@ import optax_muon as om
 
 from models.config import ModelConfig
 from train import labels
+from train.errors import ConfigError
 
 OPTIMIZERS = ("adamw", "muon", "muon_plus_plus", "muown")
 SCHEDULES = ("cosine", "wsd", "constant")
@@ -43,7 +44,7 @@ def _base(name: str, lr: optax.Schedule, weight_decay: float | None, diagnostics
   default (AdamW: 0.1).
   """
   if name == "adamw" and (lr_ratios or options):
-    raise ValueError("optimizer.lr_ratios and optimizer.options apply to the Muon variants only")
+    raise ConfigError("optimizer.lr_ratios and optimizer.options apply to the Muon variants only")
   if name == "adamw":
     return optax.adamw(lr, b1=0.9, b2=0.95,
                        weight_decay=0.1 if weight_decay is None else weight_decay,
@@ -57,7 +58,11 @@ def _base(name: str, lr: optax.Schedule, weight_decay: float | None, diagnostics
     extra[arg] = functools.partial(lambda t, r: r * lr(t), r=float(ratio))
   if diagnostics is not None:
     extra["diagnostics"] = diagnostics
-  return factory(lr, dimension_numbers=labels.dimension_numbers, **extra)
+  try:
+    return factory(lr, dimension_numbers=labels.dimension_numbers, **extra)
+  except (ValueError, TypeError) as e:  # a bad optimizer.options / lr_ratios value or name
+    raise ConfigError(f"optimizer.name={name} with options {options or {}} and lr_ratios "
+                      f"{lr_ratios or {}}: {e}") from None
 
 
 def make_optimizer(opt: ml_collections.ConfigDict, model_cfg: ModelConfig,

@@ -113,3 +113,21 @@ def test_checksums_find_the_damaged_file(tmp_path):
   (tmp_path / integrity.CHECKSUMS).write_text('{"files": {"a')
   with pytest.raises(integrity.ChecksumError, match="checksums.json: unreadable"):
     integrity.verify_checksums(step)
+
+
+def test_alias_options_and_lr_ratios_are_open_ended_flags():
+  # ml_collections cannot add keys to a sub-dict from the command line: these flags are taken
+  # out before parsing and set on the config after it (literals parsed, bare words as strings).
+  argv = ["--workdir=/tmp/x", "--config.optimizer.options.scale=mup",
+          "--config.optimizer.options.weight_radius=None",
+          "--config.optimizer.lr_ratios.adam_learning_rate=0.3", "--config.train_steps=5"]
+  rest, found = cli.split_open_overrides(argv)
+  assert rest == ["--workdir=/tmp/x", "--config.train_steps=5"]
+  assert found == {"optimizer.options.scale": "mup", "optimizer.options.weight_radius": None,
+                   "optimizer.lr_ratios.adam_learning_rate": 0.3}
+  config = tiny.get_config()
+  cli.apply_open_overrides(config, found)
+  assert config.optimizer.options.scale == "mup"
+  assert config.optimizer.options.weight_radius is None
+  assert config.optimizer.lr_ratios.adam_learning_rate == 0.3
+  cli.check_overrides(rest, os.path.join(os.path.dirname(cli.__file__), "configs", "tiny.py"))
