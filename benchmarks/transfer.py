@@ -492,6 +492,7 @@ def plots(out, out_dir):
 
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
+  import matplotlib.ticker
 
   opts = list(out["optimizers"])
   fig, axes = plt.subplots(1, len(opts), figsize=(4 * len(opts), 3.6), squeeze=False,
@@ -508,6 +509,7 @@ def plots(out, out_dir):
       ls = [min(v, 10.0) for v in sw.values()]
       ax.plot(lrs, ls, "o-", ms=3, color=cmap(j / max(len(widths) - 1, 1)), label=f"d={w}")
     ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # no overlapping labels
     ax.set_title(LABEL[opt])
     ax.set_xlabel("learning rate")
     ax.grid(alpha=0.3)
