@@ -133,6 +133,26 @@ def inner_counts(fns: Mapping[str, Callable[[], Any]], min_sample_s: float) -> d
   return {k: max(1, int(round(min_sample_s / max(t, 1e-6)))) for k, t in one.items()}, one
 
 
+def side_by_side(fns: Mapping[str, Callable[[], Any]], budget_s: float, max_repeats: int,
+                 min_sample_s: float) -> dict[str, Any]:
+  """Compiles and runs each variant once, then times them interleaved within ``budget_s``.
+
+  Returns ``first`` (each variant's first output), ``compile_s`` (compile + first call),
+  ``inner`` (calls per sample), ``repeats`` and ``stats`` (``summarize`` of each variant).
+  """
+  first, compile_s = {}, {}
+  for k, f in fns.items():
+    t0 = time.perf_counter()
+    first[k] = block(f())
+    compile_s[k] = time.perf_counter() - t0
+  inner, one = inner_counts(fns, min_sample_s)
+  per_round = sum(inner[k] * one[k] for k in fns)
+  repeats = int(max(3, min(max_repeats, budget_s // max(per_round, 1e-9))))
+  samples = interleaved(fns, repeats=repeats, inner=inner, warmup=0)
+  return {"first": first, "compile_s": compile_s, "inner": inner, "repeats": repeats,
+          "stats": {k: summarize(v) for k, v in samples.items()}}
+
+
 def summarize(samples: list[float]) -> dict[str, float]:
   return {
       "median_s": statistics.median(samples),

@@ -114,16 +114,9 @@ def bench_shape(m, n, schedule, steps, budget_s, max_repeats, min_sample_s, seed
   x32 = jax.random.normal(kx, (m, n), jnp.float32)
   fns = make_fns(x32, schedule, steps, kf)
   calls = {k: f for k, (_, f) in fns.items()}
-  first, compile_s = {}, {}
-  for k, f in calls.items():
-    t0 = time.perf_counter()
-    first[k] = _common.block(f())
-    compile_s[k] = time.perf_counter() - t0
-  inner, one = _common.inner_counts(calls, min_sample_s)
-  per_round = sum(inner[k] * one[k] for k in calls)
-  repeats = int(max(3, min(max_repeats, budget_s // max(per_round, 1e-9))))
-  samples = _common.interleaved(calls, repeats=repeats, inner=inner, warmup=0)
-  stats = {k: _common.summarize(v) for k, v in samples.items()}
+  timed = _common.side_by_side(calls, budget_s, max_repeats, min_sample_s)
+  first, compile_s, inner = timed["first"], timed["compile_s"], timed["inner"]
+  repeats, stats = timed["repeats"], timed["stats"]
   acc = accuracy(x32, {k: v for k, v in first.items() if "/mm" not in k}, schedule, steps)
   del first
 

@@ -103,17 +103,9 @@ def bench_shape(m: int, n: int, budget_s: float, max_repeats: int, min_sample_s:
   matmuls = make_matmuls(min(m, n), max(m, n), kmm)
   fns = {k: f for k, (_, f) in {**variants, **matmuls}.items()}
 
-  # Compile + first run of each, then one timed call to size the repeats.
-  compile_s, first = {}, {}
-  for k, f in fns.items():
-    t0 = time.perf_counter()
-    first[k] = _common.block(f())
-    compile_s[k] = time.perf_counter() - t0
-  inner, one = _common.inner_counts(fns, min_sample_s)
-  per_round = sum(inner[k] * one[k] for k in fns)
-  repeats = int(max(3, min(max_repeats, budget_s // max(per_round, 1e-9))))
-  samples = _common.interleaved(fns, repeats=repeats, inner=inner, warmup=0)
-  stats = {k: _common.summarize(v) for k, v in samples.items()}
+  timed = _common.side_by_side(fns, budget_s, max_repeats, min_sample_s)
+  first, compile_s, inner = timed["first"], timed["compile_s"], timed["inner"]
+  repeats, stats = timed["repeats"], timed["stats"]
 
   # Accuracy vs the exact polar factor (float64 SVD).
   x64 = np.asarray(x32, dtype=np.float64)

@@ -84,18 +84,17 @@ def state_shardings(abstract_state: Any, params: Any, param_shardings: Any) -> A
       if group.fan_in is None:  # stacked non-matrix leaves: [rows, *shape]
         by_shape = {(group.rows,) + shape:
                     P(None, *_spec_entries(sharding_leaves[first], len(shape)))}
+        spec = lambda s: by_shape.get(s, P())
       else:
         rows, fan_in, fan_out = _group_specs(group, sharding_leaves[first], len(shape))
-        by_shape = {(group.rows, group.fan_in, group.fan_out): P(rows, fan_in, fan_out),
-                    (group.rows, group.fan_out): P(rows, fan_out)}
 
-        def spec(shape):  # blocks of per-neuron vectors [rows, fan_out, k] (subspace iteration)
-          if shape not in by_shape and len(shape) == 3 and shape[:2] == (group.rows, group.fan_out):
-            return P(rows, fan_out, None)
-          return by_shape.get(shape, P())
-        return jax.tree.map(lambda x: NamedSharding(mesh, spec(tuple(x.shape))), value)
-      return jax.tree.map(
-          lambda x: NamedSharding(mesh, by_shape.get(tuple(x.shape), P())), value)
+        def spec(s):  # the matrices, or per-neuron state [rows, fan_out, *k] (vectors, blocks)
+          if s == (group.rows, group.fan_in, group.fan_out):
+            return P(rows, fan_in, fan_out)
+          if s[:2] == (group.rows, group.fan_out):
+            return P(rows, fan_out, *([None] * (len(s) - 2)))
+          return P()
+      return jax.tree.map(lambda x: NamedSharding(mesh, spec(tuple(x.shape))), value)
     return stacks.map(one)
 
   def sharding(path, x):

@@ -68,24 +68,35 @@ def test_unknown_optimizer_name():
                                  total_steps=10)
 
 
+def _toy_tree(d: int):
+  """(params, grads) shaped like the model's embedding and one q kernel; grads deterministic."""
+  params = {"embed": {"embedding": jnp.ones((256, d))},
+            "layers": {0: {"attn": {"q": {"kernel": jnp.eye(d)}}}}}
+  grads = jax.tree.map(lambda x: jnp.sin(jnp.arange(x.size, dtype=x.dtype)).reshape(x.shape),
+                       params)
+  return params, grads
+
+
+def _second_step(tx, params, grads):
+  """The updates of the second step (step 0 has lr = 0 under warmup)."""
+  state = tx.init(params)
+  for _ in range(2):
+    updates, state = tx.update(grads, state, params)
+  return updates
+
+
+def _q(updates):
+  return updates["layers"][0]["attn"]["q"]["kernel"]
+
+
 def test_lr_ratios_and_alias_options_reach_the_alias():
   # lr_ratios.adam_learning_rate scales the AdamW leaves' schedule (AdamW's step, decay
   # included, is linear in its lr); options are passed to the alias as keyword arguments.
   import optax_muon as om
   from train import labels
   model_cfg = trainer.model_config(tiny.get_config().model)
-  d = model_cfg.d_model
-  params = {"embed": {"embedding": jnp.ones((256, d))},
-            "layers": {0: {"attn": {"q": {"kernel": jnp.eye(d)}}}}}
-  grads = jax.tree.map(lambda x: jnp.sin(jnp.arange(x.size, dtype=x.dtype)).reshape(x.shape),
-                       params)
-
-  def second_step(tx):
-    state = tx.init(params)
-    for _ in range(2):  # Step 0 has lr = 0 (warmup).
-      updates, state = tx.update(grads, state, params)
-    return updates
-
+  params, grads = _toy_tree(model_cfg.d_model)
+  second_step = lambda tx: _second_step(tx, params, grads)
   opt = _opt(name="muon_plus_plus", warmup_steps=1, grad_clip=0.0)
   base, _ = optimizer_lib.make_optimizer(opt, model_cfg, total_steps=100)
   opt.lr_ratios.adam_learning_rate = 0.25
@@ -93,15 +104,14 @@ def test_lr_ratios_and_alias_options_reach_the_alias():
   u0, u1 = second_step(base), second_step(scaled)
   np.testing.assert_allclose(u1["embed"]["embedding"], 0.25 * u0["embed"]["embedding"],
                              rtol=1e-5)
-  q = lambda u: u["layers"][0]["attn"]["q"]["kernel"]
-  np.testing.assert_allclose(q(u1), q(u0), rtol=1e-5)  # the matrices keep the full lr
+  np.testing.assert_allclose(_q(u1), _q(u0), rtol=1e-5)  # the matrices keep the full lr
   opt = _opt(name="muon", warmup_steps=1, grad_clip=0.0, weight_decay=0.0)
   opt.options.scale = "mup"
   tx, _ = optimizer_lib.make_optimizer(opt, model_cfg, total_steps=100)
   direct = om.muon(optimizer_lib.make_schedule(opt, 100), scale="mup", weight_decay=0.0,
                    dimension_numbers=labels.dimension_numbers)
-  np.testing.assert_allclose(q(second_step(tx)), q(second_step(direct)), rtol=1e-6)
-  assert not np.allclose(q(second_step(tx)), q(second_step(base)))
+  np.testing.assert_allclose(_q(second_step(tx)), _q(second_step(direct)), rtol=1e-6)
+  assert not np.allclose(_q(second_step(tx)), _q(second_step(base)))
 
 
 def test_alias_options_are_refused_for_adamw():
@@ -118,19 +128,8 @@ def test_unset_weight_decay_keeps_the_alias_default(name):
   import optax_muon as om
   from train import labels
   model_cfg = trainer.model_config(tiny.get_config().model)
-  d = model_cfg.d_model
-  params = {"embed": {"embedding": jnp.ones((256, d))},
-            "layers": {0: {"attn": {"q": {"kernel": jnp.eye(d)}}}}}
-  grads = jax.tree.map(lambda x: jnp.cos(jnp.arange(x.size, dtype=x.dtype)).reshape(x.shape),
-                       params)
-  q = lambda u: u["layers"][0]["attn"]["q"]["kernel"]
-
-  def second_step(tx):
-    state = tx.init(params)
-    for _ in range(2):
-      updates, state = tx.update(grads, state, params)
-    return q(updates)
-
+  params, grads = _toy_tree(model_cfg.d_model)
+  second_step = lambda tx: _q(_second_step(tx, params, grads))
   factory = {"muown": om.muown, "muon_plus_plus": om.muon_plus_plus}[name]
   opt = _opt(name=name, warmup_steps=1, grad_clip=0.0)
   assert opt.weight_decay is None
