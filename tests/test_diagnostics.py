@@ -386,3 +386,37 @@ def test_probe_on_sharded_arrays_matches_unsharded():
   for path in ("layers/0/attn/q/kernel", "layers/1/mlp/down/kernel"):
     for k in ("sigma_q50", "weight_norm", "row_coherence", "ortho_error"):
       np.testing.assert_allclose(got[path][k], ref[path][k], rtol=1e-4, atol=1e-6)
+
+
+_MANY_STEPS_WITH_PROBES = """
+import jax, jax.numpy as jnp, optax_muon
+from optax_muon import diagnostics as omd
+params = {f"l{i}": {"q": jnp.full((64, 64), 0.01), "up": jnp.full((64, 256), 0.01),
+                    "down": jnp.full((256, 64), 0.01), "o": jnp.full((64, 128), 0.01)}
+          for i in range(3)}
+grads = jax.tree.map(lambda x: jax.random.normal(jax.random.key(0), x.shape), params)
+for method in ("svd", "gram"):
+  tx = optax_muon.muon(1e-3, diagnostics=omd.DiagnosticsConfig(every=1, method=method))
+  state, step = tx.init(params), jax.jit(tx.update)
+  for _ in range(300):
+    u, state = step(grads, state, params)
+    jax.block_until_ready(u)
+print("finished")
+"""
+
+
+def test_probes_with_several_shape_groups_do_not_deadlock(tmp_path):
+  # Batched LAPACK kernels (the probes' SVD / eigvalsh, one per shape group) wait on
+  # XLA:CPU's shared thread pool; two at once deadlocked on 2 cores within 300 steps, every
+  # time, before the probes chained them. Run in a subprocess so a hang fails, not stalls.
+  import subprocess
+  import sys
+
+  script = tmp_path / "probes.py"
+  script.write_text(_MANY_STEPS_WITH_PROBES)
+  try:
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=240)
+  except subprocess.TimeoutExpired:
+    pytest.fail("300 jitted steps with spectral probes did not finish in 240 s (deadlock?)")
+  assert out.returncode == 0 and "finished" in out.stdout, out.stderr[-2000:]

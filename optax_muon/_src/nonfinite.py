@@ -17,14 +17,17 @@ class SkipNonFiniteState(NamedTuple):
 def all_finite(tree: Any) -> jax.Array:
   """Whether every float entry of ``tree`` is finite (a scalar bool).
 
-  Per leaf ``sum(x·0)``: 0 when every entry is finite, NaN as soon as one is
-  NaN or ±Inf. A float sum compiles to one ordinary reduction, where a boolean
-  ``all(isfinite(x))`` becomes a tree of reduce-windows on CPU (13 s of
-  compile time for a 4-layer model).
+  Per leaf ``max(|x|)``: finite exactly when every entry is (NaN propagates
+  through ``max``, ``|±Inf|`` is Inf; no sum that could overflow). A float max
+  compiles to one ordinary reduction, where a boolean ``all(isfinite(x))``
+  becomes a tree of reduce-windows on CPU (13 s of compile time for a 4-layer
+  model), and ``sum(x·0)`` makes XLA:CPU materialize a zero array as large as
+  ``x`` (6 MB more peak memory per device on the 12-layer mesh benchmark).
   """
-  leaves = [jnp.sum(x * jnp.zeros((), x.dtype), dtype=jnp.float32)
-            for x in jax.tree.leaves(tree) if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)]
-  return jnp.isfinite(jnp.sum(jnp.stack(leaves))) if leaves else jnp.asarray(True)
+  leaves = [jnp.max(jnp.abs(x)).astype(jnp.float32)
+            for x in jax.tree.leaves(tree)
+            if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact) and jnp.size(x)]
+  return jnp.isfinite(jnp.max(jnp.stack(leaves))) if leaves else jnp.asarray(True)
 
 
 def keep_if(ok: jax.Array, updates: Any, new_state: Any, old_state: Any, skipped: jax.Array):

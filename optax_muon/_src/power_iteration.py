@@ -83,13 +83,60 @@ def top_singular_triplet(m: jax.Array, v: jax.Array | None = None, iters: int = 
 
 
 def _top_of_subspace(m: jax.Array, v: jax.Array, iters: int):
-  """Subspace iteration on ``[B, q, k]`` blocks, then Rayleigh–Ritz for the top triplet."""
-  for _ in range(iters):
-    u, _ = jnp.linalg.qr(jnp.einsum("bpq,bqk->bpk", m, v))
-    v, _ = jnp.linalg.qr(jnp.einsum("bpq,bpk->bqk", m, u))
+  """Subspace iteration on ``[B, q, k]`` blocks, then Rayleigh–Ritz for the top triplet.
+
+  The span of ``(MᵀM)^t V`` does not depend on orthonormalizing between rounds,
+  only its float32 conditioning does (``(σ₁/σ_k)^(2t)``), so the rounds rescale
+  columns and the block is orthonormalized every second round and at the end
+  (it is the next step's warm start). Matrix products only: no LAPACK QR or
+  eigh, whose batched CPU kernels share XLA's thread pool and can deadlock when
+  two run at once on a small machine.
+  """
+  for i in range(iters):
+    v = _unit_columns(jnp.einsum("bpq,bpk->bqk", m, _unit_columns(
+        jnp.einsum("bpq,bqk->bpk", m, v))))
+    if i % 2 == 1 and i < iters - 1:
+      v = _orthonormal_columns(v)
+  v = _orthonormal_columns(v)
   y = jnp.einsum("bpq,bqk->bpk", m, v)
-  evals, evecs = jnp.linalg.eigh(jnp.einsum("bpk,bpl->bkl", y, y))  # ascending
-  top = evecs[:, :, -1]
-  sigma = jnp.sqrt(jnp.maximum(evals[:, -1], 0.0))
+  sigma_sq, top = _top_eigenpair(jnp.einsum("bpk,bpl->bkl", y, y))
+  sigma = jnp.sqrt(jnp.maximum(sigma_sq, 0.0))
   u_top = jnp.einsum("bpk,bk->bp", y, top) / (sigma[:, None] + _TINY)
   return sigma, u_top, v
+
+
+def _unit_columns(x: jax.Array) -> jax.Array:
+  return x / (jnp.linalg.norm(x, axis=-2, keepdims=True) + _TINY)
+
+
+def _orthonormal_columns(x: jax.Array) -> jax.Array:
+  """``[B, n, k]`` → orthonormal columns spanning the same space (Gram–Schmidt, twice).
+
+  Two passes of modified Gram–Schmidt keep f32 columns orthogonal to rounding
+  ("twice is enough"); a column in the span of the earlier ones becomes zero.
+  """
+  cols = []
+  for j in range(x.shape[-1]):
+    c = x[..., j]
+    for _ in range(2):
+      for q in cols:
+        c = c - jnp.sum(q * c, axis=-1, keepdims=True) * q
+    cols.append(c / (jnp.linalg.norm(c, axis=-1, keepdims=True) + _TINY))
+  return jnp.stack(cols, axis=-1)
+
+
+def _top_eigenpair(g: jax.Array, squarings: int = 12):
+  """Largest eigenvalue and its unit eigenvector of symmetric PSD ``[B, k, k]`` matrices.
+
+  Repeated squaring (trace-normalized) gives ``G^(2^squarings)``, whose
+  largest column points along the top eigenvector (error ``(λ₂/λ₁)^(2^squarings)``);
+  the Rayleigh quotient of that column is the eigenvalue. A zero ``G`` gives 0.
+  """
+  h = g
+  for _ in range(squarings):
+    h = h / (jnp.trace(h, axis1=1, axis2=2)[:, None, None] + _TINY)
+    h = jnp.einsum("bij,bjk->bik", h, h)
+  norms = jnp.linalg.norm(h, axis=1)  # [B, k]: norm of each column
+  x = jnp.take_along_axis(h, jnp.argmax(norms, axis=1)[:, None, None], axis=2)[..., 0]
+  x = x / (jnp.linalg.norm(x, axis=-1, keepdims=True) + _TINY)
+  return jnp.einsum("bi,bij,bj->b", x, g, x), x

@@ -151,6 +151,36 @@ def _scatter(full: dict, rows: np.ndarray, values: dict) -> dict:
   return {k: full[k].at[rows].set(values[k].astype(jnp.float32)) for k in full}
 
 
+def _after(done: Any, value: Any) -> Any:
+  """``value``, made to depend on ``done`` (a scheduling order, values unchanged).
+
+  The probes' SVDs and ``eigvalsh`` are batched LAPACK kernels that wait on
+  XLA:CPU's shared thread pool; two running at once can take every thread and
+  deadlock (seen on 2 cores). XLA:CPU drops ``optimization_barrier`` before
+  scheduling, so the order is a data dependency: ``+ 0·d``, with ``d`` a
+  finite number computed from ``done`` (XLA keeps ``0·x`` for floats, NaN-safe).
+  """
+  parts = [jnp.sum(x.astype(jnp.float32)) for x in jax.tree.leaves(done)
+           if jnp.issubdtype(x.dtype, jnp.floating)]
+  if not parts:
+    return value
+  zero = 0.0 * jnp.nan_to_num(sum(parts), nan=0.0, posinf=0.0, neginf=0.0)
+  return jax.tree.map(lambda v: v + zero.astype(v.dtype)
+                      if jnp.issubdtype(v.dtype, jnp.floating) else v, value)
+
+
+def _in_sequence(compute_group, items):
+  """``[compute_group(group, *arrays)]`` per ``(group, *arrays)`` item, each group's
+  arrays waiting for the previous group's result."""
+  out, done = [], None
+  for group, *arrays in items:
+    if done is not None:
+      arrays = _after(done, arrays)
+    out.append(compute_group(group, *arrays))
+    done = out[-1]
+  return out
+
+
 def _record(cfg, state, compute, keep):
   """Runs ``compute`` on due steps (else ``keep``); returns new stats and the bookkeeping."""
   due = (state.count + 1) % cfg.every == 0
@@ -243,14 +273,15 @@ def spectral_probe(diagnostics: Any, *, schedule: Any = "jordan", steps: Any = 5
 
     def compute(_):
       ws = (None,) * len(updates) if params is None else params.values
-      pairs = [compute_group(g, u, st, vec, w) for (g, u), st, vec, w in
-               zip(updates.items(), state.stats.values, state.right_vectors.values, ws)]
+      pairs = _in_sequence(compute_group, [
+          (g, u, st, vec, w) for (g, u), st, vec, w in
+          zip(updates.items(), state.stats.values, state.right_vectors.values, ws)])
       return (matrices.MatrixStacks(updates.groups, tuple(p[0] for p in pairs)),
               matrices.MatrixStacks(updates.groups, tuple(p[1] for p in pairs)))
 
     (stats, vecs), count, recorded = _record(
         cfg, state, compute, lambda _: (state.stats, state.right_vectors))
-    return updates, SpectralProbeState(count, recorded, stats, vecs)
+    return _after(stats, updates), SpectralProbeState(count, recorded, stats, vecs)
 
   return matrices.stacked_transform(init_fn, update_fn, dimension_numbers)
 
@@ -305,10 +336,11 @@ def update_probe(diagnostics: Any, *, convention: str = "moonlight", rms: float 
           "update_rms": measured, "update_rms_ratio": measured / target}))
 
     def compute(_):
-      return updates.map(lambda g, u, st: compute_group(g, u, st), state.stats)
+      return matrices.MatrixStacks(updates.groups, tuple(_in_sequence(compute_group, [
+          (g, u, st) for (g, u), st in zip(updates.items(), state.stats.values)])))
 
     stats, count, recorded = _record(cfg, state, compute, lambda _: state.stats)
-    return updates, SpectralProbeState(count, recorded, stats, None)
+    return _after(stats, updates), SpectralProbeState(count, recorded, stats, None)
 
   return matrices.stacked_transform(init_fn, update_fn, dimension_numbers)
 
