@@ -106,7 +106,7 @@ def train_and_capture(steps: int, preset: str, seed: int = 0, batch_size: int = 
   picked = select(momentum_buffers(state.opt_state), model_cfg.n_layers)
   info = {"preset": preset, "steps": steps, "seed": seed, "batch_size": batch_size,
           "seq_len": seq_len, "optimizer": "optax_muon.muon (train.optimizer defaults)",
-          "learning_rate": config.optimizer.learning_rate, "losses": losses,
+          "learning_rate": optimizer_lib.peak_learning_rate(config.optimizer), "losses": losses,
           "train_seconds": round(time.perf_counter() - t0, 1),
           "model": {k: getattr(model_cfg, k) for k in
                     ("d_model", "n_layers", "n_heads", "n_kv_heads", "d_ff")}}

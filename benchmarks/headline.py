@@ -2,6 +2,7 @@
 
     python benchmarks/headline.py               # 600 steps, AdamW lr {1e-3, 3e-3, 1e-2}, Muon lr 6e-3
     python benchmarks/headline.py --steps 100   # a quick look
+    python benchmarks/headline.py --family      # also sweep Muown and Muon++ (~1 h more)
 
 The setting of the "figures to beat" (4-layer d_model 192 byte-level LM on the
 stdlib source, 600 steps; optax.contrib.muon reached tuned AdamW's final eval
@@ -14,6 +15,15 @@ Reported: each run's final eval loss, and the first step at which Muon's eval
 curve (linearly interpolated) reaches tuned AdamW's final eval loss, as a
 fraction of the run length. Finished runs are cached in
 ``results/headline.runs.json``; a rerun only fills gaps.
+
+``--family``: Muon, Muown and Muon++ each get a factor-2 lr sweep on the same
+model, extended until the best has a worse neighbour on both sides (the best
+then rerun with a second seed), each with
+its alias's defaults and the init it calls for (Muon++: ``model.mup_init``, lr in
+spectral units). Reported per optimizer: best lr, final eval, the plateau (lrs
+within 0.02 nats of the best) and the steps ratio to tuned AdamW's final loss.
+This is the default model at 600 steps, larger and longer than the width
+sweeps of ``transfer.py``.
 """
 
 from __future__ import annotations
@@ -28,18 +38,30 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import _common  # noqa: E402
+from transfer import best_of, bracketed, plateau  # noqa: E402
 from train import trainer  # noqa: E402
 from train.configs import default  # noqa: E402
 
 RUNS_FILE = os.path.join(_common.RESULTS_DIR, "headline.runs.json")
+# --family: first lr grid per optimizer (factor 2, extended until bracketed) and the
+# model options its runs use (the init it calls for).
+FAMILY = {"muon": ((6e-3, 1.2e-2, 2.4e-2), {}),
+          "muown": ((6e-3, 1.2e-2, 2.4e-2), {}),
+          "muon_plus_plus": ((2e-2, 4e-2, 8e-2), {"mup_init": True})}
+MAX_EXTEND = 3
 
 
-def run(name: str, lr: float, steps: int, workdir: str, adam_ratio: float = 0.0) -> list[dict]:
+def run(name: str, lr: float, steps: int, workdir: str, adam_ratio: float = 0.0,
+        model: dict | None = None, seed: int = 0) -> list[dict]:
   """Trains one run; returns its metrics rows (step, loss, eval_loss when evaluated).
 
   ``adam_ratio > 0``: Muon's AdamW leaves (embeddings, head, norms) at that multiple of lr.
+  ``model``: overrides of ``config.model`` (e.g. ``{"mup_init": True}``).
   """
   config = default.get_config()
+  config.seed = seed
+  for k, v in (model or {}).items():
+    setattr(config.model, k, v)
   config.optimizer.name = name
   config.optimizer.learning_rate = lr
   if adam_ratio > 0:
@@ -73,23 +95,46 @@ def main() -> None:
                  help="Muon's AdamW leaves at this multiple of muon_lr (0: the same lr)")
   p.add_argument("--half", action="store_true",
                  help="also train Muon for steps/2 with its own schedule (compute-efficiency view)")
+  p.add_argument("--family", action="store_true",
+                 help="also sweep Muon, Muown and Muon++ (bracketed) on the same model")
   args = p.parse_args()
 
   cache = json.load(open(RUNS_FILE)) if os.path.exists(RUNS_FILE) else {}
+
+  def ensure(name, lr, steps, adam_ratio=0.0, model=None, suffix="", seed=0):
+    key = f"{name}/lr={lr:g}/steps={steps}" + suffix + (f"/seed={seed}" if seed else "")
+    if key not in cache:
+      print(f"running {key}", flush=True)
+      cache[key] = run(name, lr, steps, os.path.join(args.workdir, key.replace("/", "_")),
+                       adam_ratio, model, seed)
+      _common.write_json(os.path.basename(RUNS_FILE), cache)
+    return key
+
   plan = [("adamw", float(lr), args.steps) for lr in args.adamw_lrs.split(",")]
   plan += [("muon", args.muon_lr, args.steps)]
   if args.half:
     plan += [("muon", args.muon_lr, args.steps // 2)]
   suffix = f"/adam_ratio={args.muon_adam_ratio:g}" if args.muon_adam_ratio else ""
   for name, lr, steps in plan:
-    key = f"{name}/lr={lr:g}/steps={steps}" + (suffix if name == "muon" else "")
-    if key not in cache:
-      print(f"running {key}", flush=True)
-      cache[key] = run(name, lr, steps, os.path.join(args.workdir, key.replace("/", "_")),
-                       args.muon_adam_ratio if name == "muon" else 0.0)
-      _common.write_json(os.path.basename(RUNS_FILE), cache)
+    ensure(name, lr, steps, args.muon_adam_ratio if name == "muon" else 0.0,
+           suffix=suffix if name == "muon" else "")
 
   final = lambda rows: [r["eval_loss"] for r in rows if "eval_loss" in r][-1]
+  family, seeds = {}, {}  # seeds: the second-seed rerun of each family optimizer's best lr
+  if args.family:
+    for name, (grid, model) in FAMILY.items():
+      tag = "".join(f"/{k}" if v is True else f"/{k}={v}" for k, v in model.items())
+      keys = {lr: ensure(name, lr, args.steps, model=model, suffix=tag) for lr in grid}
+      for _ in range(MAX_EXTEND):  # factor-2 steps on the side of the best
+        losses = {lr: final(cache[k]) for lr, k in keys.items()}
+        if bracketed(losses):
+          break
+        lr = best_of(losses)[0]
+        nxt = float(f"{(lr * 2 if lr == max(losses) else lr / 2):.4g}")
+        keys[nxt] = ensure(name, nxt, args.steps, model=model, suffix=tag)
+      family[name] = {lr: (k, final(cache[k])) for lr, k in sorted(keys.items())}
+      best_lr = best_of({lr: loss for lr, (_, loss) in family[name].items()})[0]
+      seeds[name] = ensure(name, best_lr, args.steps, model=model, suffix=tag, seed=1)
   adamw = {k: v for k, v in cache.items()
            if k.startswith("adamw/") and k.endswith(f"steps={args.steps}")}
   best_key = min(adamw, key=lambda k: final(adamw[k]))
@@ -106,8 +151,6 @@ def main() -> None:
     summary["muon_half_run"] = half_key
     summary["muon_half_run_final_eval"] = final(cache[half_key])
     rows.append([half_key, final(cache[half_key])])
-  info = _common.machine_info()
-  _common.write_json("headline.json", {"machine": info, "summary": summary})
   notes = [f"cpu192 preset (4 layers, d_model 192), {args.steps} steps, batch 16 x 128 bytes, "
            "default config otherwise; one seed; eval every 25 steps.",
            f"Tuned AdamW = {best_key}: final eval {target:.3f}. Muon ({muon_key}) final eval "
@@ -116,6 +159,26 @@ def main() -> None:
            f" = {'-' if ratio is None else f'{ratio:.2f}'}x the steps.",
            "Reference (figures to beat, optax.contrib.muon, same setting): 0.42x the steps, "
            "final 1.31 vs AdamW 1.72."]
+  family_rows = []
+  for name, runs in family.items():
+    losses = {lr: loss for lr, (_, loss) in runs.items()}
+    best_lr, best = best_of(losses)
+    lo, hi = plateau(losses)
+    reach_best = first_step_below(cache[runs[best_lr][0]], target)
+    second = final(cache[seeds[name]])
+    summary.setdefault("family", {})[name] = {
+        "sweep": {f"{lr:g}": loss for lr, loss in losses.items()}, "best_lr": best_lr,
+        "best_final_eval": best, "best_final_eval_seed1": second,
+        "best_final_eval_mean": (best + second) / 2, "plateau": [lo, hi],
+        "bracketed": bracketed(losses),
+        "steps_ratio_at_best": None if reach_best is None else reach_best / args.steps}
+    family_rows.append([name, ", ".join(f"{lr:g}: {loss:.3f}" for lr, loss in losses.items()),
+                        f"{best_lr:g}", f"{best:.4f} / {second:.4f}", f"{(best + second) / 2:.4f}",
+                        f"{lo:g} – {hi:g} ({hi / lo:g}x)",
+                        "yes" if bracketed(losses) else "NO",
+                        "-" if reach_best is None else f"{reach_best / args.steps:.2f}"])
+  info = _common.machine_info()
+  _common.write_json("headline.json", {"machine": info, "summary": summary})
   if "muon_half_run" in summary:
     h = summary["muon_half_run_final_eval"]
     verdict = "reaches" if h <= target else "does not reach"
@@ -127,6 +190,16 @@ def main() -> None:
                           "python benchmarks/headline.py" + "".join(f" {a}" for a in sys.argv[1:]),
                           notes)
         + "\n" + _common.md_table(["run", "final eval loss"], rows))
+  if family_rows:
+    md += ("\n\n## The Muon family on the default model (`--family`)\n\n"
+           "Each optimizer with its alias's defaults (weight decay: Muon 0.1; Muown and Muon++ 0 "
+           "on matrices, 0.1 on the AdamW leaves) and the init it calls for (Muon++: μP init, lr "
+           "in spectral units). Sweep with seed 0; the best lr rerun with seed 1. Plateau: lrs "
+           "within 0.02 nats of the seed-0 best. Steps ratio: first step reaching tuned AdamW's "
+           "final eval, over the run length, at the best lr (seed 0).\n\n"
+           + _common.md_table(["optimizer", "sweep (lr: final eval)", "best lr",
+                               "final eval (seeds 0 / 1)", "mean", "plateau", "bracketed",
+                               "steps ratio"], family_rows))
   _common.write_text("headline.md", md)
   print(md)
 

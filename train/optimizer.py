@@ -13,11 +13,20 @@ from train.errors import ConfigError
 
 OPTIMIZERS = ("adamw", "muon", "muon_plus_plus", "muown")
 SCHEDULES = ("cosine", "wsd", "constant")
+# Peak lr when `optimizer.learning_rate` is unset: the best (or, for Muon, a tied) lr of the
+# bracketed sweeps on the default model at 600 steps (`benchmarks/headline.py --family`).
+# Muon++'s is in spectral units (‖ΔW‖₂ = lr·sqrt(fan_out/fan_in)); the others in AdamW's.
+DEFAULT_LEARNING_RATES = {"adamw": 3e-3, "muon": 6e-3, "muown": 1.2e-2, "muon_plus_plus": 2e-2}
+
+
+def peak_learning_rate(opt: ml_collections.ConfigDict) -> float:
+  """`opt.learning_rate`, or the optimizer's default (`DEFAULT_LEARNING_RATES`) when unset."""
+  return DEFAULT_LEARNING_RATES[opt.name] if opt.learning_rate is None else opt.learning_rate
 
 
 def make_schedule(opt: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
   """Linear warmup, then cosine decay, WSD (constant + final linear decay), or constant."""
-  peak, warmup = opt.learning_rate, opt.warmup_steps
+  peak, warmup = peak_learning_rate(opt), opt.warmup_steps
   final = peak * opt.final_lr_fraction
   warmup_fn = optax.linear_schedule(0.0, peak, max(warmup, 1))
   if opt.schedule == "cosine":

@@ -109,7 +109,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     _int_at_least(config, name, 1)
   _one_of(config, "optimizer.name", optimizer_lib.OPTIMIZERS)
   _one_of(config, "optimizer.schedule", optimizer_lib.SCHEDULES)
-  _finite_in(config, "optimizer.learning_rate", 0.0, low_open=True)
+  if config.optimizer.learning_rate is not None:  # None: the optimizer's default
+    _finite_in(config, "optimizer.learning_rate", 0.0, low_open=True)
   _int_at_least(config, "optimizer.warmup_steps", 0)
   _finite_in(config, "optimizer.decay_fraction", 0.0, 1.0)
   _finite_in(config, "optimizer.final_lr_fraction", 0.0, 1.0)

@@ -30,6 +30,15 @@ def test_warmup_stable_decay():
   np.testing.assert_allclose([lr(99), lr(110)], [0.55, 0.1], atol=1e-6)  # Linear decay 88..110.
 
 
+@pytest.mark.parametrize("name", optimizer_lib.OPTIMIZERS)
+def test_unset_learning_rate_is_the_optimizers_default(name):
+  expected = {"adamw": 3e-3, "muon": 6e-3, "muown": 1.2e-2, "muon_plus_plus": 2e-2}[name]
+  lr = optimizer_lib.make_schedule(_opt(name=name, learning_rate=None, schedule="constant"), 100)
+  np.testing.assert_allclose(lr(50), expected, rtol=1e-6)
+  lr = optimizer_lib.make_schedule(_opt(name=name, learning_rate=0.5, schedule="constant"), 100)
+  np.testing.assert_allclose(lr(50), 0.5, rtol=1e-6)  # A set value wins.
+
+
 def _step_q(name: str, qk_clip: float):
   """The new q kernel after one step of optimizer `name` on a toy tree shaped like the model's."""
   config = tiny.get_config()

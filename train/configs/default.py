@@ -29,7 +29,9 @@ def get_config() -> ml_collections.ConfigDict:
 
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.name = "muon"  # adamw | muon | muon_plus_plus | muown
-  c.optimizer.learning_rate = 6e-3
+  # Peak lr; None = the optimizer's default (train/optimizer.py, DEFAULT_LEARNING_RATES:
+  # adamw 3e-3, muon 6e-3, muown 1.2e-2, muon_plus_plus 2e-2 in spectral units).
+  c.optimizer.learning_rate = placeholder(float)
   c.optimizer.warmup_steps = 40
   c.optimizer.schedule = "cosine"  # cosine | wsd | constant
   c.optimizer.decay_fraction = 0.2  # WSD: fraction of steps in the final linear decay.
