@@ -2,7 +2,7 @@
 
     python benchmarks/headline.py               # 600 steps, AdamW lr {1e-3, 3e-3, 1e-2}, Muon lr 6e-3
     python benchmarks/headline.py --steps 100   # a quick look
-    python benchmarks/headline.py --family      # also sweep Muown and Muon++ (~1 h more)
+    python benchmarks/headline.py --family      # + bracketed Muon/Muown/Muon++ sweeps (~1 h more)
 
 The setting of the "figures to beat" (4-layer d_model 192 byte-level LM on the
 stdlib source, 600 steps; optax.contrib.muon reached tuned AdamW's final eval
@@ -18,9 +18,8 @@ fraction of the run length. Finished runs are cached in
 
 ``--family``: Muon, Muown and Muon++ each get a factor-2 lr sweep on the same
 model, extended until the best has a worse neighbour on both sides (the best
-then rerun with a second seed), each with
-its alias's defaults and the init it calls for (Muon++: ``model.mup_init``, lr in
-spectral units). Reported per optimizer: best lr, final eval, the plateau (lrs
+then rerun with a second seed), each with its alias's defaults and the init it
+calls for (Muon++: ``model.mup_init``, lr in spectral units). Reported per optimizer: best lr, final eval, the plateau (lrs
 within 0.02 nats of the best) and the steps ratio to tuned AdamW's final loss.
 This is the default model at 600 steps, larger and longer than the width
 sweeps of ``transfer.py``.
