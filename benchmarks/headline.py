@@ -3,6 +3,7 @@
     python benchmarks/headline.py               # 600 steps, AdamW lr {1e-3, 3e-3, 1e-2}, Muon lr 6e-3
     python benchmarks/headline.py --steps 100   # a quick look
     python benchmarks/headline.py --family      # + bracketed Muon/Muown/Muon++ sweeps (~1 h more)
+    python benchmarks/headline.py --family --wd # + weight decay 0-0.4 at Muon's and Muown's best lr
 
 The setting of the "figures to beat" (4-layer d_model 192 byte-level LM on the
 stdlib source, 600 steps; optax.contrib.muon reached tuned AdamW's final eval
@@ -22,7 +23,9 @@ then rerun with a second seed), each with its alias's defaults and the init it
 calls for (Muon++: ``model.mup_init``, lr in spectral units). Reported per optimizer: best lr, final eval, the plateau (lrs
 within 0.02 nats of the best) and the steps ratio to tuned AdamW's final loss.
 This is the default model at 600 steps, larger and longer than the width
-sweeps of ``transfer.py``.
+sweeps of ``transfer.py``. ``--wd``: Muon and Muown at their best lr with the
+matrices' weight decay in ``WD_GRID`` (AdamW leaves at 0.1 throughout, as in
+``transfer.py``); ``wd_spread`` = max − min final eval over that grid.
 """
 
 from __future__ import annotations
@@ -48,14 +51,19 @@ FAMILY = {"muon": ((6e-3, 1.2e-2, 2.4e-2), {}),
           "muown": ((6e-3, 1.2e-2, 2.4e-2), {}),
           "muon_plus_plus": ((2e-2, 4e-2, 8e-2), {"mup_init": True})}
 MAX_EXTEND = 3
+WD_GRID = (0.0, 0.05, 0.1, 0.2, 0.4)
+WD_DEFAULT = {"muon": 0.1, "muown": 0.0}  # the alias default, whose run the sweep already has
 
 
 def run(name: str, lr: float, steps: int, workdir: str, adam_ratio: float = 0.0,
-        model: dict | None = None, seed: int = 0) -> list[dict]:
+        model: dict | None = None, seed: int = 0,
+        weight_decay: float | None = None) -> list[dict]:
   """Trains one run; returns its metrics rows (step, loss, eval_loss when evaluated).
 
   ``adam_ratio > 0``: Muon's AdamW leaves (embeddings, head, norms) at that multiple of lr.
   ``model``: overrides of ``config.model`` (e.g. ``{"mup_init": True}``).
+  ``weight_decay``: the matrices' decay (None: the optimizer's default); the AdamW
+  leaves then keep 0.1, every alias's default for them.
   """
   config = default.get_config()
   config.seed = seed
@@ -63,6 +71,9 @@ def run(name: str, lr: float, steps: int, workdir: str, adam_ratio: float = 0.0,
     setattr(config.model, k, v)
   config.optimizer.name = name
   config.optimizer.learning_rate = lr
+  if weight_decay is not None:
+    config.optimizer.weight_decay = weight_decay
+    config.optimizer.options.adam_weight_decay = 0.1
   if adam_ratio > 0:
     config.optimizer.lr_ratios.adam_learning_rate = adam_ratio
   config.train_steps = steps
@@ -71,7 +82,10 @@ def run(name: str, lr: float, steps: int, workdir: str, adam_ratio: float = 0.0,
   config.checkpoint_every = steps
   trainer.train_and_evaluate(config, workdir)
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    return [json.loads(line) for line in f]
+    rows = [json.loads(line) for line in f]
+  if not rows or rows[-1]["step"] < steps:  # e.g. stopped by SIGTERM: never cache a partial run
+    raise SystemExit(f"{workdir}: the run stopped before step {steps}; rerun to resume it")
+  return rows
 
 
 def first_step_below(rows: list[dict], target: float) -> float | None:
@@ -96,16 +110,19 @@ def main() -> None:
                  help="also train Muon for steps/2 with its own schedule (compute-efficiency view)")
   p.add_argument("--family", action="store_true",
                  help="also sweep Muon, Muown and Muon++ (bracketed) on the same model")
+  p.add_argument("--wd", action="store_true",
+                 help="with --family: weight-decay sensitivity of Muon and Muown at their best lr")
   args = p.parse_args()
 
   cache = json.load(open(RUNS_FILE)) if os.path.exists(RUNS_FILE) else {}
 
-  def ensure(name, lr, steps, adam_ratio=0.0, model=None, suffix="", seed=0):
-    key = f"{name}/lr={lr:g}/steps={steps}" + suffix + (f"/seed={seed}" if seed else "")
+  def ensure(name, lr, steps, adam_ratio=0.0, model=None, suffix="", seed=0, wd=None):
+    key = (f"{name}/lr={lr:g}/steps={steps}" + suffix + (f"/seed={seed}" if seed else "")
+           + ("" if wd is None else f"/wd={wd:g}"))
     if key not in cache:
       print(f"running {key}", flush=True)
       cache[key] = run(name, lr, steps, os.path.join(args.workdir, key.replace("/", "_")),
-                       adam_ratio, model, seed)
+                       adam_ratio, model, seed, wd)
       _common.write_json(os.path.basename(RUNS_FILE), cache)
     return key
 
@@ -120,6 +137,7 @@ def main() -> None:
 
   final = lambda rows: [r["eval_loss"] for r in rows if "eval_loss" in r][-1]
   family, seeds = {}, {}  # seeds: the second-seed rerun of each family optimizer's best lr
+  wd_runs = {}  # name -> (lr, {weight decay: final eval})
   if args.family:
     for name, (grid, model) in FAMILY.items():
       tag = "".join(f"/{k}" if v is True else f"/{k}={v}" for k, v in model.items())
@@ -134,6 +152,11 @@ def main() -> None:
       family[name] = {lr: (k, final(cache[k])) for lr, k in sorted(keys.items())}
       best_lr = best_of({lr: loss for lr, (_, loss) in family[name].items()})[0]
       seeds[name] = ensure(name, best_lr, args.steps, model=model, suffix=tag, seed=1)
+      if args.wd and name in WD_DEFAULT:
+        wd_runs[name] = (best_lr, {
+            wd: final(cache[family[name][best_lr][0] if wd == WD_DEFAULT[name] else
+                            ensure(name, best_lr, args.steps, model=model, suffix=tag, wd=wd)])
+            for wd in WD_GRID})
   adamw = {k: v for k, v in cache.items()
            if k.startswith("adamw/") and k.endswith(f"steps={args.steps}")}
   best_key = min(adamw, key=lambda k: final(adamw[k]))
@@ -176,6 +199,12 @@ def main() -> None:
                         f"{lo:g} – {hi:g} ({hi / lo:g}x)",
                         "yes" if bracketed(losses) else "NO",
                         "-" if reach_best is None else f"{reach_best / args.steps:.2f}"])
+  wd_rows = []
+  for name, (lr, by_wd) in wd_runs.items():
+    spread = max(by_wd.values()) - min(by_wd.values())
+    summary.setdefault("weight_decay", {})[name] = {
+        "lr": lr, "final_eval": {f"{wd:g}": v for wd, v in by_wd.items()}, "wd_spread": spread}
+    wd_rows.append([name, f"{lr:g}", *[f"{by_wd[wd]:.4f}" for wd in WD_GRID], f"{spread:.4f}"])
   info = _common.machine_info()
   _common.write_json("headline.json", {"machine": info, "summary": summary})
   if "muon_half_run" in summary:
@@ -199,6 +228,12 @@ def main() -> None:
            + _common.md_table(["optimizer", "sweep (lr: final eval)", "best lr",
                                "final eval (seeds 0 / 1)", "mean", "plateau", "bracketed",
                                "steps ratio"], family_rows))
+  if wd_rows:
+    md += ("\n\n## Weight-decay sensitivity on the default model (`--wd`)\n\n"
+           "At each optimizer's best lr (seed 0), weight decay on the hidden matrices (the "
+           "AdamW leaves at 0.1 throughout); wd_spread = max - min final eval.\n\n"
+           + _common.md_table(["optimizer", "lr", *[f"wd {wd:g}" for wd in WD_GRID],
+                               "wd_spread"], wd_rows))
   _common.write_text("headline.md", md)
   print(md)
 
