@@ -29,8 +29,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.name = "muon"  # adamw | muon | muon_plus_plus | muown
-  # Peak lr; None = the optimizer's default (train/optimizer.py, DEFAULT_LEARNING_RATES:
-  # adamw 3e-3, muon 6e-3, muown 1.2e-2, muon_plus_plus 2e-2 in spectral units).
+  # Peak lr; None = the optimizer's measured default (train/optimizer.py, DEFAULT_LEARNING_RATES).
   c.optimizer.learning_rate = placeholder(float)
   c.optimizer.warmup_steps = 40
   c.optimizer.schedule = "cosine"  # cosine | wsd | constant
