@@ -82,7 +82,7 @@ dimension_numbers: which leaves are matrices and how: one
   ``{regex: MuonDimensionNumbers | None}`` mapping; default
   :func:`default_matrix_rule` (every rank >= 2 leaf but embeddings, head,
   norms and biases, over its last two axes).
-skip_nonfinite: skip a step whose gradients or updates are not finite (zero
+skip_nonfinite: skip a step whose gradients are not finite (zero
   update, state unchanged, counted in ``state.skipped_steps``).
 mesh: device mesh for Newton–Schulz placement (see :func:`newton_schulz`):
   ``None`` finds it (``jax.set_mesh`` or array shardings), ``False`` leaves

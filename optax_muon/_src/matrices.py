@@ -517,9 +517,9 @@ def matrix_partition(
       shape (``[rows, *shape]``). Exact for elementwise transforms (Adam, SGD,
       Lion, decoupled decay with path masks); not for transforms that look at a
       leaf's shape (Adafactor) or at the tree (global clipping).
-    skip_nonfinite: skip a step whose gradients or updates are not finite: zero
-      updates, both states unchanged, one more ``skipped_steps`` in the state
-      (checked once per group, see :func:`skip_nonfinite`).
+    skip_nonfinite: skip a step whose gradients are not finite: zero updates,
+      both states unchanged, one more ``skipped_steps`` in the state (checked
+      once per group, before the update; see :func:`skip_nonfinite`).
 
   Examples:
     >>> import jax.numpy as jnp, optax, optax_muon
@@ -564,6 +564,8 @@ def matrix_partition(
     has_others = bool(p.other_groups) if stack_others else p.has_others
     matrices_in = p.stack(updates)
     others_in = others_of(p, updates)
+    if skip_nonfinite:
+      ok = nonfinite.finite_gradients((matrices_in, others_in))
     matrices_out, matrix_state = matrices_in, state.matrix
     others_out, other_state = others_in, state.other
     if p.groups:
@@ -576,7 +578,6 @@ def matrix_partition(
           **extra)
     skipped = state.skipped_steps
     if skip_nonfinite:
-      ok = nonfinite.all_finite((matrices_in, others_in, matrices_out, others_out))
       (matrices_out, others_out), (matrix_state, other_state), skipped = nonfinite.keep_if(
           ok, (matrices_out, others_out), (matrix_state, other_state),
           (state.matrix, state.other), skipped)

@@ -1,4 +1,12 @@
-"""Skip a step whose gradients (or resulting updates) are not finite."""
+"""Skip a step whose gradients are not finite.
+
+The check reads only the incoming gradients, so its verdict is known before
+the update is computed: every ``where(ok, new, old)`` then fuses into the
+kernel that produces ``new`` and writes it in place, instead of holding every
+update and the whole new state until a check of the outputs has finished
+(100 MB of peak memory, 1/3 of the update's, on the 12-layer benchmark tree).
+The same verdict as ``optax.apply_if_finite``, which also checks the gradients.
+"""
 
 from typing import Any, NamedTuple
 
@@ -6,7 +14,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-__all__ = ["SkipNonFiniteState", "skip_nonfinite", "skipped_steps", "all_finite", "keep_if"]
+__all__ = ["SkipNonFiniteState", "skip_nonfinite", "skipped_steps", "all_finite",
+           "finite_gradients", "keep_if"]
 
 
 class SkipNonFiniteState(NamedTuple):
@@ -30,20 +39,35 @@ def all_finite(tree: Any) -> jax.Array:
   return jnp.isfinite(jnp.max(jnp.stack(leaves))) if leaves else jnp.asarray(True)
 
 
+def finite_gradients(gradients: Any) -> jax.Array:
+  """:func:`all_finite` of ``gradients``, as one scalar computed once.
+
+  Left as an expression, XLA fuses the whole reduction into every select of
+  :func:`keep_if`: HLO quadratic in the number of leaves (117 s of compile for
+  16 layers). A conditional is a fusion boundary.
+  """
+  return jax.lax.cond(all_finite(gradients), lambda: jnp.asarray(True),
+                      lambda: jnp.asarray(False))
+
+
 def keep_if(ok: jax.Array, updates: Any, new_state: Any, old_state: Any, skipped: jax.Array):
-  """``(updates, new_state, skipped)`` if ``ok``, else ``(zeros, old_state, skipped + 1)``."""
-  # One scalar, computed once. Left as an expression, XLA fuses its whole reduction
-  # into every select below: HLO quadratic in the number of leaves (117 s of
-  # compile for 16 layers). A conditional is a fusion boundary.
-  ok = jax.lax.cond(ok, lambda: jnp.asarray(True), lambda: jnp.asarray(False))
+  """``(updates, new_state, skipped)`` if ``ok``, else ``(zeros, old_state, skipped + 1)``.
+
+  ``ok`` should come from :func:`finite_gradients` of the step's inputs, so
+  that it does not wait for ``updates`` or ``new_state``.
+  """
   updates = jax.tree.map(lambda u: jnp.where(ok, u, jnp.zeros_like(u)), updates)
   new_state = jax.tree.map(lambda n, o: jnp.where(ok, n, o), new_state, old_state)
   return updates, new_state, skipped + jnp.where(ok, 0, 1).astype(jnp.int32)
 
 
 def skip_nonfinite(inner: optax.GradientTransformation) -> optax.GradientTransformationExtraArgs:
-  """Wraps ``inner``: a step with a NaN/Inf gradient or update returns zero
-  updates, keeps ``inner``'s state unchanged and counts one skipped step.
+  """Wraps ``inner``: a step with a NaN/Inf gradient returns zero updates,
+  keeps ``inner``'s state unchanged and counts one skipped step.
+
+  Only the gradients are checked (as ``optax.apply_if_finite`` does), which
+  lets the skip cost no memory; an update made non-finite from finite
+  gradients (an overflow inside ``inner``) is not caught here.
 
   Examples:
     >>> import jax.numpy as jnp, optax
@@ -59,8 +83,8 @@ def skip_nonfinite(inner: optax.GradientTransformation) -> optax.GradientTransfo
     return SkipNonFiniteState(jnp.zeros([], jnp.int32), inner.init(params))
 
   def update_fn(updates, state, params=None, **extra):
+    ok = finite_gradients(updates)
     new_updates, new_inner = inner.update(updates, state.inner_state, params, **extra)
-    ok = all_finite((updates, new_updates))
     new_updates, new_inner, skipped = keep_if(ok, new_updates, new_inner, state.inner_state,
                                               state.skipped_steps)
     return new_updates, SkipNonFiniteState(skipped, new_inner)
