@@ -4,6 +4,7 @@
     python benchmarks/headline.py --steps 100   # a quick look
     python benchmarks/headline.py --family      # + bracketed Muon/Muown/Muon++ sweeps (~1 h more)
     python benchmarks/headline.py --family --wd # + weight decay 0-0.4 at Muon's and Muown's best lr
+    python benchmarks/headline.py --ns-check    # + Muon with standard vs auto (Gram) Newton–Schulz
 
 The setting of the "figures to beat" (4-layer d_model 192 byte-level LM on the
 stdlib source, 600 steps; optax.contrib.muon reached tuned AdamW's final eval
@@ -26,6 +27,11 @@ This is the default model at 600 steps, larger and longer than the width
 sweeps of ``transfer.py``. ``--wd``: Muon and Muown at their best lr with the
 matrices' weight decay in ``WD_GRID`` (AdamW leaves at 0.1 throughout, as in
 ``transfer.py``); ``wd_spread`` = max − min final eval over that grid.
+``--ns-check``: Muon at the default lr twice more, with ``ns_method="standard"``
+(optax's iteration on every matrix) and ``"auto"`` (the default: Gram
+Newton–Schulz on the 1:4 MLP matrices); reported: both final evals and the
+largest difference of their eval curves. (Runs cached before the default became
+``"auto"`` used the standard iteration; this check says how much that matters.)
 """
 
 from __future__ import annotations
@@ -57,13 +63,14 @@ WD_DEFAULT = {"muon": 0.1, "muown": 0.0}  # the alias default, whose run the swe
 
 def run(name: str, lr: float, steps: int, workdir: str, adam_ratio: float = 0.0,
         model: dict | None = None, seed: int = 0,
-        weight_decay: float | None = None) -> list[dict]:
+        weight_decay: float | None = None, options: dict | None = None) -> list[dict]:
   """Trains one run; returns its metrics rows (step, loss, eval_loss when evaluated).
 
   ``adam_ratio > 0``: Muon's AdamW leaves (embeddings, head, norms) at that multiple of lr.
   ``model``: overrides of ``config.model`` (e.g. ``{"mup_init": True}``).
   ``weight_decay``: the matrices' decay (None: the optimizer's default); the AdamW
   leaves then keep 0.1, every alias's default for them.
+  ``options``: further keyword arguments of the alias (``config.optimizer.options``).
   """
   config = default.get_config()
   config.seed = seed
@@ -76,6 +83,8 @@ def run(name: str, lr: float, steps: int, workdir: str, adam_ratio: float = 0.0,
     config.optimizer.options.adam_weight_decay = 0.1
   if adam_ratio > 0:
     config.optimizer.lr_ratios.adam_learning_rate = adam_ratio
+  for k, v in (options or {}).items():
+    setattr(config.optimizer.options, k, v)
   config.train_steps = steps
   config.eval_every = 25
   config.log_every = 25
@@ -112,17 +121,20 @@ def main() -> None:
                  help="also sweep Muon, Muown and Muon++ (bracketed) on the same model")
   p.add_argument("--wd", action="store_true",
                  help="with --family: weight-decay sensitivity of Muon and Muown at their best lr")
+  p.add_argument("--ns-check", action="store_true",
+                 help="Muon with ns_method standard vs auto (Gram) at the default lr")
   args = p.parse_args()
 
   cache = json.load(open(RUNS_FILE)) if os.path.exists(RUNS_FILE) else {}
 
-  def ensure(name, lr, steps, adam_ratio=0.0, model=None, suffix="", seed=0, wd=None):
+  def ensure(name, lr, steps, adam_ratio=0.0, model=None, suffix="", seed=0, wd=None,
+             options=None):
     key = (f"{name}/lr={lr:g}/steps={steps}" + suffix + (f"/seed={seed}" if seed else "")
            + ("" if wd is None else f"/wd={wd:g}"))
     if key not in cache:
       print(f"running {key}", flush=True)
       cache[key] = run(name, lr, steps, os.path.join(args.workdir, key.replace("/", "_")),
-                       adam_ratio, model, seed, wd)
+                       adam_ratio, model, seed, wd, options)
       _common.write_json(os.path.basename(RUNS_FILE), cache)
     return key
 
@@ -157,6 +169,9 @@ def main() -> None:
             wd: final(cache[family[name][best_lr][0] if wd == WD_DEFAULT[name] else
                             ensure(name, best_lr, args.steps, model=model, suffix=tag, wd=wd)])
             for wd in WD_GRID})
+  ns_runs = {m: ensure("muon", args.muon_lr, args.steps, suffix=f"/ns_method={m}",
+                       options={"ns_method": m})
+             for m in (("standard", "auto") if args.ns_check else ())}
   adamw = {k: v for k, v in cache.items()
            if k.startswith("adamw/") and k.endswith(f"steps={args.steps}")}
   best_key = min(adamw, key=lambda k: final(adamw[k]))
@@ -205,6 +220,16 @@ def main() -> None:
     summary.setdefault("weight_decay", {})[name] = {
         "lr": lr, "final_eval": {f"{wd:g}": v for wd, v in by_wd.items()}, "wd_spread": spread}
     wd_rows.append([name, f"{lr:g}", *[f"{by_wd[wd]:.4f}" for wd in WD_GRID], f"{spread:.4f}"])
+  if ns_runs:
+    evals = {m: {r["step"]: r["eval_loss"] for r in cache[k] if "eval_loss" in r}
+             for m, k in ns_runs.items()}
+    diff = max(abs(evals["auto"][s] - evals["standard"][s]) for s in evals["standard"])
+    summary["ns_check"] = {"final_eval": {m: final(cache[k]) for m, k in ns_runs.items()},
+                           "max_abs_eval_difference": diff}
+    notes.append(f"Newton–Schulz method (`--ns-check`, Muon lr {args.muon_lr:g}): final eval "
+                 f"{final(cache[ns_runs['standard']]):.4f} with the standard iteration, "
+                 f"{final(cache[ns_runs['auto']]):.4f} with `auto` (Gram on the 1:4 matrices, "
+                 f"the default); their eval curves differ by at most {diff:.1e}.")
   info = _common.machine_info()
   _common.write_json("headline.json", {"machine": info, "summary": summary})
   if "muon_half_run" in summary:

@@ -15,8 +15,10 @@ library's default labelling rule sends embed, lm_head and the norms to AdamW.
 Compared in one process, timed interleaved: ``optax.adamw``,
 ``optax.contrib.muon`` (``consistent_rms=0.2``, dimension numbers marking only
 the hidden matrices), ``optax_muon.muon``, ``optax_muon.muon_plus_plus``,
-``optax_muon.muown``, ``optax_muon.normuon`` and ``optax_muon.muon`` without
-its non-finite check (``skip_nonfinite=False``), all at lr 3e-4. Per optimizer:
+``optax_muon.muown``, ``optax_muon.normuon``, and ``optax_muon.muon`` twice more:
+with the standard Newton–Schulz iteration on every matrix (``ns_method="standard"``,
+optax's; the default ``"auto"`` runs Gram Newton–Schulz on the 1:4 MLP matrices)
+and without its non-finite check (``skip_nonfinite=False``), all at lr 3e-4. Per optimizer:
 compile time of the jitted ``update + apply_updates`` step (``lower(...).compile()``), the median
 step time (params and state donated), its ratio to AdamW, and optimizer-state
 bytes per parameter.
@@ -122,9 +124,11 @@ def optimizers(shapes: dict) -> dict[str, optax.GradientTransformation]:
 
 
 def cost_optimizers(shapes: dict) -> dict[str, optax.GradientTransformation]:
-  """The timed set: ``optimizers`` and Muon without its non-finite check, whose
-  cost (it holds every update until all are known finite) the table then shows."""
+  """The timed set: ``optimizers``, then Muon with the standard iteration on every
+  matrix and Muon without its non-finite check: what Gram Newton–Schulz saves and
+  what the check costs, side by side."""
   return {**optimizers(shapes),
+          "optax_muon.muon (ns_method=standard)": optax_muon.muon(LR, ns_method="standard"),
           "optax_muon.muon (skip_nonfinite=False)": optax_muon.muon(LR, skip_nonfinite=False)}
 
 

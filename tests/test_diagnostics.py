@@ -195,7 +195,7 @@ def test_diagnostics_off_gives_identical_hlo():
   # diagnostics code anywhere: the alias must compile to exactly this.
   matrix_chain = optax.chain(
       optax.chain(optax_muon.muon_momentum(0.95, nesterov=True, form="sum"),
-                  optax_muon.newton_schulz("jordan", 5),
+                  optax_muon.newton_schulz("jordan", 5, method="auto"),
                   optax_muon.spectral_scale("moonlight", rms=0.2)),
       optax.scale_by_learning_rate(1e-3),
       optax_muon.decoupled_weight_decay(0.1, 1e-3))

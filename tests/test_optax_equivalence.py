@@ -184,3 +184,20 @@ def test_orthogonalize_matches_optax_newton_schulz(precond, coeffs, shape):
       x, schedule=np.asarray(table), steps=5, normalization=PRECONDITIONING[precond],
       eps=1e-8)
   np.testing.assert_allclose(np.asarray(ours), np.asarray(ref), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", ((16, 64), (64, 16)), ids=str)
+def test_default_gram_path_matches_optax_contrib(shape):
+  # The aliases' default ns_method="auto" runs Gram Newton–Schulz on 1:4 matrices
+  # (a different algorithm: polynomial in the Gram matrix, restarted); its trajectory
+  # must still be optax's standard iteration's.
+  from optax_muon._src import gram_newton_schulz
+  assert gram_newton_schulz.choose_method(
+      "auto", min(shape), max(shape), optax_muon.ns_coefficients("jordan", 5)) == "gram"
+  rng = np.random.default_rng(4)
+  params = {"w": jnp.asarray(rng.standard_normal(shape), jnp.float32)}
+  grads = [{"w": jnp.asarray(rng.standard_normal(shape), jnp.float32)} for _ in range(STEPS)]
+  cfg = ("standard", "frobenius", 0.2, True, False, 0.1)
+  ours = _ours(cfg)  # ns_method left at the alias's default
+  _assert_trajectories_match(_run(ours, params, grads),
+                             _run(_optax(cfg), params, grads, jit=True), rtol=1e-4, atol=1e-6)

@@ -5,7 +5,7 @@
   1  a bug or an unexpected failure (Python traceback),
   2  `ConfigError`: a bad flag, config field or data path,
   3  `NoUsableCheckpoint`: checkpoints exist but none passes verification and restore,
-  4  `TooManySkippedSteps`: too many consecutive steps with non-finite gradients or updates.
+  4  `TooManySkippedSteps`: too many consecutive steps with non-finite gradients.
 """
 
 
@@ -31,7 +31,7 @@ class NoUsableCheckpoint(TrainerError, RuntimeError):
 
 
 class TooManySkippedSteps(TrainerError, FloatingPointError):
-  """`max_consecutive_skipped` steps in a row had non-finite gradients or updates."""
+  """`max_consecutive_skipped` steps in a row had non-finite gradients."""
 
   exit_code = 4
   kind = "non-finite training"

@@ -79,7 +79,7 @@ def make_optimizer(opt: ml_collections.ConfigDict, model_cfg: ModelConfig,
                    diagnostics=None) -> tuple[optax.GradientTransformationExtraArgs, bool]:
   """`skip_nonfinite(clip -> optimizer -> (qk_clip))`, and whether the update needs `max_logits=`.
 
-  A step whose gradients or updates are not finite changes nothing and counts one in
+  A step whose gradients are not finite changes nothing and counts one in
   `opt_state.skipped_steps` (for every optimizer, AdamW included).
   """
   if opt.name not in OPTIMIZERS:

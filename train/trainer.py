@@ -2,7 +2,7 @@
 
 Rerunning with the same workdir resumes from the newest checkpoint that passes verification
 (checksums, restore, finite state; see `checkpoint.py`), falling back past corrupt ones. SIGTERM
-saves a checkpoint and returns cleanly. A step with non-finite gradients or updates is skipped
+saves a checkpoint and returns cleanly. A step with non-finite gradients is skipped
 (counted in `skipped_steps`); `max_consecutive_skipped` in a row stop the run with
 `TooManySkippedSteps`. Config errors are raised as `ConfigError` before any data is built.
 """
@@ -191,8 +191,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
              f"last finite checkpoint: step {last} ({ckpt.directory / str(last)})")
     bad = nonfinite.step_report(state, batch, graphdef)
     raise TooManySkippedSteps(
-        f"{n} consecutive steps skipped (steps {step - n + 1}..{step}: non-finite gradients or "
-        f"updates); {where}; non-finite: {_listed(bad) if bad else 'nothing in the current state'}"
+        f"{n} consecutive steps skipped (steps {step - n + 1}..{step}: non-finite "
+        f"gradients); {where}; non-finite: {_listed(bad) if bad else 'nothing in the current state'}"
         ". Lower optimizer.learning_rate or check the data, then rerun to resume.")
 
   tokens_per_step = config.batch_size * config.seq_len
@@ -212,7 +212,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     row["skipped_steps"] = int(row["skipped_steps"])
     too_many = consecutive_skips >= config.max_consecutive_skipped
     if consecutive_skips:
-      logging.warning("Step %d skipped: non-finite gradients or updates (loss %s); %d in a row.",
+      logging.warning("Step %d skipped: non-finite gradients (loss %s); %d in a row.",
                       step, row["loss"], consecutive_skips)
     now = time.perf_counter()
     row["tokens_per_sec"] = tokens_per_step * (step - clock_step) / max(now - clock, 1e-9)

@@ -34,7 +34,7 @@ class Shared(NamedTuple):
   ns_steps: Any = None
   normalization: str = "frobenius"
   compute_dtype: Any = None
-  ns_method: str = "standard"
+  ns_method: str = "auto"
   weight_decay: Any = 0.1
   weight_decay_mask: str | None = None
   adam_b1: Any = 0.9
@@ -67,8 +67,9 @@ ns_steps: Newton–Schulz steps, or per leaf ``{regex: steps}``. Structural: und
 normalization: first-step normalization: ``"frobenius"``, ``"spectral"``,
   ``"schatten4"`` or ``"aol"``.
 compute_dtype: Newton–Schulz dtype (``jnp.bfloat16`` as in Moonlight's code).
-ns_method: ``"standard"``, ``"gram"`` (Gram Newton–Schulz) or ``"auto"`` (Gram
-  where the aspect ratio makes it cheaper).
+ns_method: ``"auto"`` (default: Gram Newton–Schulz where the aspect ratio makes
+  it cheaper, about 2:1 and wider; the standard iteration elsewhere), ``"gram"``
+  or ``"standard"`` (optax.contrib's iteration everywhere).
 weight_decay: decoupled decay ``λ``: ``W ← W − η_t·λ·W`` on every matrix and
   (unless ``adam_weight_decay`` says otherwise) on every AdamW leaf.
 weight_decay_mask: path regex (``re.search`` on ``a/b/c`` paths) of the leaves

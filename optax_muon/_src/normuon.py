@@ -29,7 +29,7 @@ def normuon(learning_rate: optax.ScalarOrSchedule, *, beta: float = 0.95, b2: fl
   """
   matrix_chain = optax.chain(
       om.muon_momentum(beta),
-      om.newton_schulz("jordan", 5 if ns_steps is None else ns_steps, mesh=mesh),
+      om.newton_schulz("jordan", 5 if ns_steps is None else ns_steps, mesh=mesh, method="auto"),
       om.normalize_neurons(b2),
       om.spectral_scale("moonlight"),
       optax.scale_by_learning_rate(learning_rate),

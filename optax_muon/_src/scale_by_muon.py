@@ -33,7 +33,7 @@ def scale_by_muon(
     normalization: str = "frobenius",
     ns_eps: jax.typing.ArrayLike = 1e-7,
     compute_dtype: Any = None,
-    ns_method: str = "standard",
+    ns_method: str = "auto",
     adaptive: bool = False,
     scale: str = "moonlight",
     rms: jax.typing.ArrayLike = 0.2,
@@ -56,7 +56,8 @@ def scale_by_muon(
     normalization: ``"frobenius"``, ``"spectral"``, ``"schatten4"`` or ``"aol"``.
     ns_eps: normalizer epsilon.
     compute_dtype: Newton–Schulz dtype.
-    ns_method: ``"standard"``, ``"gram"`` or ``"auto"`` (see :func:`orthogonalize`).
+    ns_method: ``"auto"`` (Gram Newton–Schulz where it is cheaper), ``"gram"`` or
+      ``"standard"`` (see :func:`orthogonalize`).
     adaptive: scale ``O`` by ``⟨input, O⟩`` (optax's ``adaptive``).
     scale: ``"moonlight"``, ``"jordan"``/``"width"``, ``"mup"`` or ``"none"``.
     rms: update RMS of the ``"moonlight"`` scale.
