@@ -4,7 +4,8 @@ The check reads only the incoming gradients, so its verdict is known before
 the update is computed: every ``where(ok, new, old)`` then fuses into the
 kernel that produces ``new`` and writes it in place, instead of holding every
 update and the whole new state until a check of the outputs has finished
-(100 MB of peak memory, 1/3 of the update's, on the 12-layer benchmark tree).
+(96 of 285 MB of peak memory on the 12-layer tree of ``update_cost.py --small``;
+13 of 208 MB now).
 The same verdict as ``optax.apply_if_finite``, which also checks the gradients.
 """
 
@@ -66,7 +67,7 @@ def skip_nonfinite(inner: optax.GradientTransformation) -> optax.GradientTransfo
   keeps ``inner``'s state unchanged and counts one skipped step.
 
   Only the gradients are checked (as ``optax.apply_if_finite`` does), which
-  lets the skip cost no memory; an update made non-finite from finite
+  lets the skip cost almost no memory; an update made non-finite from finite
   gradients (an overflow inside ``inner``) is not caught here.
 
   Examples:
