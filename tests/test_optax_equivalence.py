@@ -20,6 +20,7 @@ import pytest
 
 import optax_muon
 from optax_muon import MuonDimensionNumbers as DN
+from optax_muon._src import gram_newton_schulz
 
 DION = ((4.0848, -6.8946, 2.9270), (3.9505, -6.3029, 2.6377), (3.7418, -5.5913, 2.3037),
         (2.8769, -3.1427, 1.2046), (2.8366, -3.0525, 1.2012))
@@ -191,7 +192,6 @@ def test_default_gram_path_matches_optax_contrib(shape):
   # The aliases' default ns_method="auto" runs Gram Newton–Schulz on 1:4 matrices
   # (a different algorithm: polynomial in the Gram matrix, restarted); its trajectory
   # must still be optax's standard iteration's.
-  from optax_muon._src import gram_newton_schulz
   assert gram_newton_schulz.choose_method(
       "auto", min(shape), max(shape), optax_muon.ns_coefficients("jordan", 5)) == "gram"
   rng = np.random.default_rng(4)
