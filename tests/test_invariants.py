@@ -181,6 +181,28 @@ def test_muon_plus_plus_weight_above_bound_is_on_it_from_step_one(fan_in, fan_ou
   assert ratios[0] >= 0.97, ratios[0]
 
 
+def test_muon_plus_plus_bounds_a_zero_initialized_matrix():
+  # A zero-initialized matrix (modded-nanogpt's output projections) gives the bound's
+  # subspace iteration nothing to refine at init; it must still track the weight once the
+  # weight grows. Exact SVD after every step: ‖W_t‖₂ ≤ 1.03·R, and the weight reaches R
+  # (without the bound it ends at 3.3·R; that was the behaviour before the fix).
+  fan_in, fan_out, radius, lr = 32, 64, 1.0, 0.1
+  bound = radius * np.sqrt(fan_out / fan_in)
+  params = {"w": jnp.zeros((fan_in, fan_out))}
+  tx = om.muon_plus_plus(lr, weight_radius=radius)
+  state = tx.init(params)
+  step = jax.jit(tx.update)
+  rng = np.random.default_rng(0)
+  ratios = []
+  for _ in range(40):
+    grads = {"w": jnp.asarray(rng.normal(size=(fan_in, fan_out)), jnp.float32)}
+    u, state = step(grads, state, params)
+    params = optax.apply_updates(params, u)
+    ratios.append(_spectral_norm(params["w"]) / bound)
+  assert max(ratios) <= 1.03, ratios
+  assert ratios[-1] >= 0.97, ratios
+
+
 @pytest.mark.parametrize("fan_in,fan_out", [(192, 64), (64, 192)])
 def test_muon_plus_plus_jordan_scale_sets_update_and_radius(fan_in, fan_out):
   # scale="jordan": s = sqrt(max(1, out/in)); the down-projection shape (in > out)

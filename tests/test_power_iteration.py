@@ -44,8 +44,12 @@ def test_block_start_vectors_are_orthonormal_and_zero_matrix_is_finite():
   v = np.asarray(pi.start_vectors(2, 10, block=3))
   np.testing.assert_allclose(v[0].T @ v[0], np.eye(3), atol=1e-6)
   sigma, u, w = om.top_singular_triplet(jnp.zeros((2, 5, 10)), jnp.asarray(v), 3)
-  assert np.all(np.asarray(sigma) == 0) and np.isfinite(np.asarray(w)).all()
-  assert np.isfinite(np.asarray(u)).all()
+  assert np.all(np.asarray(sigma) == 0) and np.isfinite(np.asarray(u)).all()
+  # A zero matrix keeps its block (a matrix that starts at zero, then grows, is tracked).
+  np.testing.assert_allclose(np.asarray(w), v, atol=1e-6)
+  m = np.random.default_rng(3).normal(size=(2, 5, 10))
+  sigma = om.top_singular_triplet(jnp.asarray(m), w, 30)[0]
+  np.testing.assert_allclose(sigma, np.linalg.svd(m, compute_uv=False)[:, 0], rtol=1e-4)
 
 
 def test_block_rayleigh_ritz_equals_the_top_singular_value_of_the_block():

@@ -93,8 +93,11 @@ def _top_of_subspace(m: jax.Array, v: jax.Array, iters: int):
   two run at once on a small machine.
   """
   for i in range(iters):
-    v = _unit_columns(jnp.einsum("bpq,bpk->bqk", m, _unit_columns(
-        jnp.einsum("bpq,bqk->bpk", m, v))))
+    w = jnp.einsum("bpq,bpk->bqk", m, _unit_columns(jnp.einsum("bpq,bqk->bpk", m, v)))
+    # A column M maps to zero keeps its direction (a zero matrix keeps the whole
+    # block), so a matrix that starts at zero is tracked once it has grown.
+    norm = jnp.linalg.norm(w, axis=-2, keepdims=True)
+    v = jnp.where(norm > 0, w / (norm + _TINY), v)
     if i % 2 == 1 and i < iters - 1:
       v = _orthonormal_columns(v)
   v = _orthonormal_columns(v)
