@@ -17,6 +17,10 @@ SCHEDULES = ("cosine", "wsd", "constant")
 # bracketed sweeps on the default model at 600 steps (`benchmarks/headline.py --family`).
 # Muon++'s is in spectral units (‖ΔW‖₂ = lr·sqrt(fan_out/fan_in)); the others in AdamW's.
 DEFAULT_LEARNING_RATES = {"adamw": 3e-3, "muon": 6e-3, "muown": 1.2e-2, "muon_plus_plus": 2e-2}
+# Model fields an optimizer's default lr was measured with, used where the config leaves them
+# unset (None): Muon++ calls for the μP init (‖W₀‖₂ = sqrt(fan_out/fan_in)), the one its lr (in
+# those spectral units) and its weight radius were measured with.
+MODEL_DEFAULTS = {"muon_plus_plus": {"mup_init": True}}
 
 
 def peak_learning_rate(opt: ml_collections.ConfigDict) -> float:

@@ -37,9 +37,16 @@ from train.state import init_state
 from train.step import jit_steps
 
 
-def model_config(model: ml_collections.ConfigDict, vocab_size: int | None = None) -> ModelConfig:
-  """The preset with every non-None field of `model` (and `vocab_size`) overriding it."""
+def model_config(model: ml_collections.ConfigDict, vocab_size: int | None = None,
+                 optimizer: str | None = None) -> ModelConfig:
+  """The preset with every non-None field of `model` (and `vocab_size`) overriding it.
+
+  With `optimizer`, fields left unset take the init that optimizer calls for
+  (`optimizer_lib.MODEL_DEFAULTS`: Muon++ starts from the μP init).
+  """
   overrides = {k: v for k, v in model.items() if k != "preset" and v is not None}
+  for k, v in optimizer_lib.MODEL_DEFAULTS.get(optimizer, {}).items():
+    overrides.setdefault(k, v)
   if vocab_size is not None:
     overrides["vocab_size"] = vocab_size
   for k in ("dtype", "param_dtype"):
@@ -125,7 +132,7 @@ def setup(config: ml_collections.ConfigDict):
     tokenizer = pipeline.load_tokenizer(config)
   except (OSError, RuntimeError, ValueError) as e:
     raise ConfigError(f"data.tokenizer={config.data.tokenizer!r}: cannot load ({e})") from e
-  model_cfg = model_config(config.model, tokenizer.vocab_size)
+  model_cfg = model_config(config.model, tokenizer.vocab_size, config.optimizer.name)
   validation.check_for_mesh(config, model_cfg, mesh)
   tx, use_qk_clip = optimizer_lib.make_optimizer(config.optimizer, model_cfg, config.train_steps,
                                                  diagnostics.optimizer_config(config))

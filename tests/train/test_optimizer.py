@@ -39,6 +39,18 @@ def test_unset_learning_rate_is_the_optimizers_default(name):
   np.testing.assert_allclose(lr(50), 0.5, rtol=1e-6)  # A set value wins.
 
 
+@pytest.mark.parametrize("name", optimizer_lib.OPTIMIZERS)
+def test_unset_init_is_the_one_the_optimizers_default_lr_was_measured_with(name):
+  # Muon++'s default lr is in spectral units, measured with the μP init: a user who only
+  # picks the optimizer gets that init. A value set in the config wins.
+  model = tiny.get_config().model
+  assert model.mup_init is None
+  assert trainer.model_config(model, optimizer=name).mup_init == (name == "muon_plus_plus")
+  assert trainer.model_config(model).mup_init is False
+  model.mup_init = False
+  assert trainer.model_config(model, optimizer=name).mup_init is False
+
+
 def _step_q(name: str, qk_clip: float):
   """The new q kernel after one step of optimizer `name` on a toy tree shaped like the model's."""
   config = tiny.get_config()
