@@ -5,6 +5,8 @@
     python benchmarks/headline.py --family      # + bracketed Muon/Muown/Muon++ sweeps (~1 h more)
     python benchmarks/headline.py --family --wd # + weight decay 0-0.4 at Muon's and Muown's best lr
     python benchmarks/headline.py --ns-check    # + Muon with standard vs auto (Gram) Newton–Schulz
+    python benchmarks/headline.py --family --magnitude    # + Muown's magnitude lr, bracketed
+    python benchmarks/headline.py --family --init-check   # + Muon++ with the fan-in init
 
 The setting of the "figures to beat" (4-layer d_model 192 byte-level LM on the
 stdlib source, 600 steps; optax.contrib.muon reached tuned AdamW's final eval
@@ -63,7 +65,8 @@ WD_DEFAULT = {"muon": 0.1, "muown": 0.0}  # the alias default, whose run the swe
 
 def run(name: str, lr: float, steps: int, workdir: str, adam_ratio: float = 0.0,
         model: dict | None = None, seed: int = 0,
-        weight_decay: float | None = None, options: dict | None = None) -> list[dict]:
+        weight_decay: float | None = None, options: dict | None = None,
+        lr_ratios: dict | None = None) -> list[dict]:
   """Trains one run; returns its metrics rows (step, loss, eval_loss when evaluated).
 
   ``adam_ratio > 0``: Muon's AdamW leaves (embeddings, head, norms) at that multiple of lr.
@@ -71,6 +74,8 @@ def run(name: str, lr: float, steps: int, workdir: str, adam_ratio: float = 0.0,
   ``weight_decay``: the matrices' decay (None: the optimizer's default); the AdamW
   leaves then keep 0.1, every alias's default for them.
   ``options``: further keyword arguments of the alias (``config.optimizer.options``).
+  ``lr_ratios``: learning-rate arguments of the alias as multiples of the schedule
+  (``config.optimizer.lr_ratios``, e.g. ``{"magnitude_learning_rate": 2.0}``).
   """
   config = default.get_config()
   config.seed = seed
@@ -85,6 +90,8 @@ def run(name: str, lr: float, steps: int, workdir: str, adam_ratio: float = 0.0,
     config.optimizer.lr_ratios.adam_learning_rate = adam_ratio
   for k, v in (options or {}).items():
     setattr(config.optimizer.options, k, v)
+  for k, v in (lr_ratios or {}).items():
+    setattr(config.optimizer.lr_ratios, k, v)
   config.train_steps = steps
   config.eval_every = 25
   config.log_every = 25
@@ -95,6 +102,11 @@ def run(name: str, lr: float, steps: int, workdir: str, adam_ratio: float = 0.0,
   if not rows or rows[-1]["step"] < steps:  # e.g. stopped by SIGTERM: never cache a partial run
     raise SystemExit(f"{workdir}: the run stopped before step {steps}; rerun to resume it")
   return rows
+
+
+def family_best_lr(family: dict, name: str) -> float:
+  """The best lr of ``name``'s family sweep (seed 0)."""
+  return best_of({lr: loss for lr, (_, loss) in family[name].items()})[0]
 
 
 def first_step_below(rows: list[dict], target: float) -> float | None:
@@ -123,18 +135,22 @@ def main() -> None:
                  help="with --family: weight-decay sensitivity of Muon and Muown at their best lr")
   p.add_argument("--ns-check", action="store_true",
                  help="Muon with ns_method standard vs auto (Gram) at the default lr")
+  p.add_argument("--magnitude", action="store_true",
+                 help="with --family: Muown's magnitude lr (x its lr), bracketed, at its best lr")
+  p.add_argument("--init-check", action="store_true",
+                 help="with --family: Muon++ with the fan-in init at its two best lrs")
   args = p.parse_args()
 
   cache = json.load(open(RUNS_FILE)) if os.path.exists(RUNS_FILE) else {}
 
   def ensure(name, lr, steps, adam_ratio=0.0, model=None, suffix="", seed=0, wd=None,
-             options=None):
+             options=None, lr_ratios=None):
     key = (f"{name}/lr={lr:g}/steps={steps}" + suffix + (f"/seed={seed}" if seed else "")
            + ("" if wd is None else f"/wd={wd:g}"))
     if key not in cache:
       print(f"running {key}", flush=True)
       cache[key] = run(name, lr, steps, os.path.join(args.workdir, key.replace("/", "_")),
-                       adam_ratio, model, seed, wd, options)
+                       adam_ratio, model, seed, wd, options, lr_ratios)
       _common.write_json(os.path.basename(RUNS_FILE), cache)
     return key
 
@@ -150,6 +166,8 @@ def main() -> None:
   final = lambda rows: [r["eval_loss"] for r in rows if "eval_loss" in r][-1]
   family, seeds = {}, {}  # seeds: the second-seed rerun of each family optimizer's best lr
   wd_runs = {}  # name -> (lr, {weight decay: final eval})
+  magnitude_runs = {}  # Muown's magnitude lr ratio -> final eval, at Muown's best lr
+  init_runs = {}  # Muon++ lr -> (final eval with the μP init, with the fan-in init)
   if args.family:
     for name, (grid, model) in FAMILY.items():
       tag = "".join(f"/{k}" if v is True else f"/{k}={v}" for k, v in model.items())
@@ -162,13 +180,30 @@ def main() -> None:
         nxt = float(f"{(lr * 2 if lr == max(losses) else lr / 2):.4g}")
         keys[nxt] = ensure(name, nxt, args.steps, model=model, suffix=tag)
       family[name] = {lr: (k, final(cache[k])) for lr, k in sorted(keys.items())}
-      best_lr = best_of({lr: loss for lr, (_, loss) in family[name].items()})[0]
+      best_lr = family_best_lr(family, name)
       seeds[name] = ensure(name, best_lr, args.steps, model=model, suffix=tag, seed=1)
       if args.wd and name in WD_DEFAULT:
         wd_runs[name] = (best_lr, {
             wd: final(cache[family[name][best_lr][0] if wd == WD_DEFAULT[name] else
                             ensure(name, best_lr, args.steps, model=model, suffix=tag, wd=wd)])
             for wd in WD_GRID})
+      if args.magnitude and name == "muown":
+        ratio_key = lambda r: (family[name][best_lr][0] if r == 1 else ensure(
+            name, best_lr, args.steps, model=model, suffix=tag + f"/magnitude_ratio={r:g}",
+            lr_ratios={"magnitude_learning_rate": r}))
+        magnitude_runs = {r: final(cache[ratio_key(r)]) for r in (0.5, 1.0, 2.0)}
+        for _ in range(MAX_EXTEND):
+          if bracketed(magnitude_runs):
+            break
+          r = best_of(magnitude_runs)[0]
+          r = r * 2 if r == max(magnitude_runs) else r / 2
+          magnitude_runs[r] = final(cache[ratio_key(r)])
+        magnitude_runs = dict(sorted(magnitude_runs.items()))
+      if args.init_check and name == "muon_plus_plus":
+        two_best = sorted(family[name], key=lambda lr: family[name][lr][1])[:2]
+        init_runs = {lr: (family[name][lr][1], final(cache[ensure(
+            name, lr, args.steps, model={**model, "mup_init": False},
+            suffix="/mup_init=False")])) for lr in sorted(two_best)}
   ns_runs = {m: ensure("muon", args.muon_lr, args.steps, suffix=f"/ns_method={m}",
                        options={"ns_method": m})
              for m in (("standard", "auto") if args.ns_check else ())}
@@ -220,6 +255,20 @@ def main() -> None:
     summary.setdefault("weight_decay", {})[name] = {
         "lr": lr, "final_eval": {f"{wd:g}": v for wd, v in by_wd.items()}, "wd_spread": spread}
     wd_rows.append([name, f"{lr:g}", *[f"{by_wd[wd]:.4f}" for wd in WD_GRID], f"{spread:.4f}"])
+  if magnitude_runs:
+    summary["muown_magnitude_ratio"] = {f"{r:g}": v for r, v in magnitude_runs.items()}
+    best_r = best_of(magnitude_runs)[0]
+    notes.append("Muown's magnitude lr (`--magnitude`, multiples of its lr "
+                 f"{family_best_lr(family, 'muown'):g}; 1 is the alias's default): "
+                 + ", ".join(f"{r:g}x: {v:.4f}" for r, v in magnitude_runs.items())
+                 + f"; best {best_r:g}x" + ("" if bracketed(magnitude_runs) else " (NOT bracketed)")
+                 + ".")
+  if init_runs:
+    summary["muon_plus_plus_init"] = {f"{lr:g}": {"mup_init": a, "fan_in_init": b}
+                                      for lr, (a, b) in init_runs.items()}
+    notes.append("Muon++ init (`--init-check`), final eval with the μP init / the fan-in init: "
+                 + ", ".join(f"lr {lr:g}: {a:.4f} / {b:.4f}" for lr, (a, b) in init_runs.items())
+                 + ".")
   if ns_runs:
     evals = {m: {r["step"]: r["eval_loss"] for r in cache[k] if "eval_loss" in r}
              for m, k in ns_runs.items()}
