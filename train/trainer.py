@@ -46,7 +46,9 @@ def model_config(model: ml_collections.ConfigDict, vocab_size: int | None = None
   """
   overrides = {k: v for k, v in model.items() if k != "preset" and v is not None}
   for k, v in optimizer_lib.MODEL_DEFAULTS.get(optimizer, {}).items():
-    overrides.setdefault(k, v)
+    if k not in overrides:
+      logging.info("model.%s unset: %s, what optimizer %s calls for", k, v, optimizer)
+      overrides[k] = v
   if vocab_size is not None:
     overrides["vocab_size"] = vocab_size
   for k in ("dtype", "param_dtype"):
