@@ -31,8 +31,45 @@ def _kernel_init(cfg: ModelConfig, fan_in: int, fan_out: int, proj: bool = False
   if proj and cfg.zero_init_proj:
     return nnx.initializers.zeros_init()
   if cfg.mup_init:
-    return nnx.initializers.orthogonal(scale=math.sqrt(fan_out / fan_in))
+    return orthogonal_init(math.sqrt(fan_out / fan_in))
   return nnx.initializers.normal(stddev=1.0 / math.sqrt(fan_in))
+
+
+# Quintic Newton–Schulz p(σ) = (15σ − 10σ³ + 3σ⁵)/8: p(1) = 1 with p'(1) = 0, p'(0) = 15/8.
+_POLAR_COEFFS = (15 / 8, -10 / 8, 3 / 8)
+_POLAR_STEPS = 40  # σ_min/‖G‖_F ≥ 1e-10 reaches 1: a square Gaussian's is ~n^-1.5
+
+
+def orthogonal_init(scale: float):
+  """Semi-orthogonal init with every singular value `scale`: the polar factor of a Gaussian.
+
+  The polar factor of a Gaussian matrix is distributed like `nnx.initializers.orthogonal`'s
+  (Haar), but is computed by Newton–Schulz, matrix products only: LAPACK's batched QR, which
+  that initializer calls, deadlocks when several CPU devices run it at once (a trainer on a
+  multi-device CPU mesh).
+
+  Examples:
+    >>> import jax, numpy as np
+    >>> w = orthogonal_init(2.0)(jax.random.key(0), (16, 64))
+    >>> np.allclose(np.asarray(w @ w.T), 4.0 * np.eye(16), atol=1e-4)
+    True
+  """
+  def init(key, shape, dtype=jnp.float32):
+    x = jax.random.normal(key, shape, jnp.float32)
+    wide = shape[-2] <= shape[-1]
+    x = x if wide else jnp.swapaxes(x, -1, -2)  # short side first: x xᵀ is the small Gram
+    x = x / jnp.linalg.norm(x, axis=(-2, -1), keepdims=True)  # every σ in (0, 1]
+    a, b, c = _POLAR_COEFFS
+
+    def step(_, x):
+      gram = x @ jnp.swapaxes(x, -1, -2)
+      return a * x + (b * gram + c * gram @ gram) @ x
+
+    x = jax.lax.fori_loop(0, _POLAR_STEPS, step, x)
+    x = x if wide else jnp.swapaxes(x, -1, -2)
+    return (scale * x).astype(dtype)
+
+  return init
 
 
 def _linear(cfg: ModelConfig, fan_in: int, fan_out: int, names: tuple[str, str], rngs: nnx.Rngs,
