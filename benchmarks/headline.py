@@ -104,6 +104,19 @@ def run(name: str, lr: float, steps: int, workdir: str, adam_ratio: float = 0.0,
   return rows
 
 
+def bracket(loss_at, grid) -> dict:
+  """``{x: loss_at(x)}`` over ``grid``, extended by factors of 2 on the side of the best
+  (at most ``MAX_EXTEND`` times) until the best has a worse neighbour on both sides; sorted."""
+  losses = {x: loss_at(x) for x in grid}
+  for _ in range(MAX_EXTEND):
+    if bracketed(losses):
+      break
+    x = best_of(losses)[0]
+    x = float(f"{(x * 2 if x == max(losses) else x / 2):.4g}")
+    losses[x] = loss_at(x)
+  return dict(sorted(losses.items()))
+
+
 def family_best_lr(family: dict, name: str) -> float:
   """The best lr of ``name``'s family sweep (seed 0)."""
   return best_of({lr: loss for lr, (_, loss) in family[name].items()})[0]
@@ -171,15 +184,13 @@ def main() -> None:
   if args.family:
     for name, (grid, model) in FAMILY.items():
       tag = "".join(f"/{k}" if v is True else f"/{k}={v}" for k, v in model.items())
-      keys = {lr: ensure(name, lr, args.steps, model=model, suffix=tag) for lr in grid}
-      for _ in range(MAX_EXTEND):  # factor-2 steps on the side of the best
-        losses = {lr: final(cache[k]) for lr, k in keys.items()}
-        if bracketed(losses):
-          break
-        lr = best_of(losses)[0]
-        nxt = float(f"{(lr * 2 if lr == max(losses) else lr / 2):.4g}")
-        keys[nxt] = ensure(name, nxt, args.steps, model=model, suffix=tag)
-      family[name] = {lr: (k, final(cache[k])) for lr, k in sorted(keys.items())}
+      keys = {}
+
+      def loss_at(lr, name=name, model=model, tag=tag):
+        keys[lr] = ensure(name, lr, args.steps, model=model, suffix=tag)
+        return final(cache[keys[lr]])
+
+      family[name] = {lr: (keys[lr], loss) for lr, loss in bracket(loss_at, grid).items()}
       best_lr = family_best_lr(family, name)
       seeds[name] = ensure(name, best_lr, args.steps, model=model, suffix=tag, seed=1)
       if args.wd and name in WD_DEFAULT:
@@ -191,14 +202,7 @@ def main() -> None:
         ratio_key = lambda r: (family[name][best_lr][0] if r == 1 else ensure(
             name, best_lr, args.steps, model=model, suffix=tag + f"/magnitude_ratio={r:g}",
             lr_ratios={"magnitude_learning_rate": r}))
-        magnitude_runs = {r: final(cache[ratio_key(r)]) for r in (0.5, 1.0, 2.0)}
-        for _ in range(MAX_EXTEND):
-          if bracketed(magnitude_runs):
-            break
-          r = best_of(magnitude_runs)[0]
-          r = r * 2 if r == max(magnitude_runs) else r / 2
-          magnitude_runs[r] = final(cache[ratio_key(r)])
-        magnitude_runs = dict(sorted(magnitude_runs.items()))
+        magnitude_runs = bracket(lambda r: final(cache[ratio_key(r)]), (0.5, 1.0, 2.0))
       if args.init_check and name == "muon_plus_plus":
         two_best = sorted(family[name], key=lambda lr: family[name][lr][1])[:2]
         init_runs = {lr: (family[name][lr][1], final(cache[ensure(
