@@ -12,6 +12,7 @@ from optax_muon._src.coefficients import SCHEDULES
 from optax_muon._src.coefficients import ns_coefficients
 from optax_muon._src.coefficients import ns_failure_threshold
 from optax_muon._src.coefficients import ns_scalar_map
+from optax_muon._src.coefficients import ns_spectral_norm_range
 from optax_muon._src.coefficients import polar_express_coefficients
 from optax_muon._src.dimension_numbers import MuonDimensionNumbers
 from optax_muon._src.dimension_numbers import default_matrix_rule
@@ -82,6 +83,7 @@ __all__ = [
     "ns_coefficients",
     "ns_failure_threshold",
     "ns_scalar_map",
+    "ns_spectral_norm_range",
     "orthogonalize",
     "partition",
     "path_family",

@@ -115,6 +115,66 @@ def test_muon_plus_plus_update_spectral_norm_is_exact(fan_in, fan_out):
     np.testing.assert_allclose(_spectral_norm(u["w"]), expected, rtol=0.02)
 
 
+def _with_spectrum(shape, sigma, seed):
+  rng = np.random.default_rng(seed)
+  k = min(shape)
+  u = np.linalg.qr(rng.normal(size=(shape[0], k)))[0]
+  v = np.linalg.qr(rng.normal(size=(shape[1], k)))[0]
+  return jnp.asarray((u * np.resize(sigma, k)) @ v.T, jnp.float32)
+
+
+@pytest.mark.parametrize("fan_in,fan_out", [(64, 64), (48, 192), (192, 48)])
+@pytest.mark.parametrize("spectrum", ["gaussian", "rank_one", "spread_1e-6", "flat"])
+def test_muon_plus_plus_update_spectral_norm_without_power_iteration(fan_in, fan_out, spectrum):
+  # The default Polar Express x6 pins ‖O‖₂ in [0.9956, 1.0012] for any input, so
+  # the alias measures nothing: the exact SVD of the update must land in that band.
+  k = min(fan_in, fan_out)
+  grad = {"gaussian": lambda: jax.random.normal(jax.random.key(3), (fan_in, fan_out)),
+          "rank_one": lambda: _with_spectrum((fan_in, fan_out), [1.0] + [0.0] * (k - 1), 0),
+          "spread_1e-6": lambda: _with_spectrum((fan_in, fan_out), np.geomspace(1, 1e-6, k), 1),
+          "flat": lambda: _with_spectrum((fan_in, fan_out), np.ones(k), 2)}[spectrum]()
+  lr = 1e-2
+  params = {"w": jnp.zeros((fan_in, fan_out))}
+  tx = om.muon_plus_plus(lr, weight_radius=None)
+  state = tx.init(params)
+  assert not any(leaf.ndim == 2 and leaf.shape[-1] == fan_out and leaf.shape[0] == 1
+                 for leaf in jax.tree.leaves(state)), "no power-iteration vectors expected"
+  u, _ = tx.update({"w": grad}, state, params)
+  ratio = _spectral_norm(u["w"]) / (lr * np.sqrt(fan_out / fan_in))
+  assert 0.9956 - 2e-4 <= ratio <= 1.0012 + 2e-4, ratio
+
+
+def test_muon_plus_plus_measures_the_update_when_the_schedule_does_not_pin_it():
+  # Jordan x5 leaves ‖O‖₂ anywhere in 0.47-1.20: the alias then divides by a
+  # power-iteration estimate. A gradient whose top σ Jordan maps to 1.20 shows it.
+  lo, hi = om.ns_spectral_norm_range("jordan", 5)
+  assert lo < 0.5 and hi > 1.15
+  g = _with_spectrum((64, 64), [1.0] * 10 + [0.0] * 54, 0)  # normalized σ = 1/sqrt(10)
+  assert om.ns_scalar_map(1 / np.sqrt(10), "jordan", 5) > 1.1
+  lr = 1e-2
+  params = {"w": jnp.zeros((64, 64))}
+  for kwargs in [{}, {"power_iterations": 2}]:
+    tx = om.muon_plus_plus(lr, weight_radius=None, ns_schedule="jordan", ns_steps=5, **kwargs)
+    u, _ = tx.update({"w": g}, tx.init(params), params)
+    np.testing.assert_allclose(_spectral_norm(u["w"]), lr, rtol=1e-3)
+  raw = om.orthogonalize(g, schedule="jordan", steps=5)
+  assert _spectral_norm(raw) > 1.1  # what the update would be without the division
+
+
+def test_ns_spectral_norm_range_holds_on_real_iterations():
+  # Against the exact SVD of what orthogonalize returns, over spectra that put the
+  # top σ anywhere in [1e-3, 1] after normalization.
+  for schedule, steps in [("polar_express", 6), ("jordan", 5), ("polar_express", 5)]:
+    lo, hi = om.ns_spectral_norm_range(schedule, steps)
+    for seed, sigma in enumerate([np.ones(1), np.ones(4), np.geomspace(1, 1e-4, 32),
+                                  np.ones(32), np.linspace(1, 0.5, 32)]):
+      x = _with_spectrum((32, 96), np.concatenate([sigma, np.zeros(32 - sigma.size)]), seed)
+      got = _spectral_norm(om.orthogonalize(x, schedule=schedule, steps=steps))
+      assert lo - 1e-4 <= got <= hi + 1e-4, (schedule, steps, seed, got, lo, hi)
+  lo, hi = om.ns_spectral_norm_range("polar_express", 6)
+  assert 0.995 <= lo and hi <= 1.002
+
+
 @pytest.mark.parametrize("width", [64, 128, 256, pytest.param(512, marks=pytest.mark.slow),
                                    pytest.param(1024, marks=pytest.mark.slow)])
 def test_muon_plus_plus_keeps_weight_spectral_norm_bounded(width):

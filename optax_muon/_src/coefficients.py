@@ -34,6 +34,7 @@ __all__ = [
     "polar_express_coefficients",
     "ns_scalar_map",
     "ns_failure_threshold",
+    "ns_spectral_norm_range",
     "schedule_input_scale",
 ]
 
@@ -206,6 +207,29 @@ def ns_scalar_map(sigma: np.ndarray, schedule: Schedule = "jordan",
     s2 = s * s
     s = s * (a + s2 * (b + c * s2))
   return s
+
+
+def ns_spectral_norm_range(schedule: Schedule = "jordan", steps: int = 5,
+                           lower: float = 1e-3) -> tuple[float, float]:
+  """Bounds on ``‖O‖₂`` for any input whose top normalized σ is at least ``lower``.
+
+  After ``X / (ν‖X‖_F)`` the top singular value lies in ``[1/(ν·sqrt(rank)), 1/ν]``
+  and ``‖O‖₂ = max_i f(σ_i)``, so ``‖O‖₂`` is at least ``min f`` over
+  ``[lower, 1/ν]`` and at most ``max f`` over ``(0, 1/ν]``. The default ``lower``
+  holds for every matrix of rank below ``1/(ν·1e-3)² ≈ 980,000``. Exact
+  arithmetic: rounding adds about ``1e-6`` in float32.
+
+  Examples:
+    >>> lo, hi = ns_spectral_norm_range("polar_express", 6)
+    >>> round(lo, 4), round(hi, 4)
+    (0.9956, 1.0012)
+  """
+  top = 1.0 / schedule_input_scale(schedule)
+  if not 0 < lower < top:
+    raise ValueError(f"lower must be in (0, {top:g}), got {lower}.")
+  least = ns_scalar_map(np.logspace(np.log10(lower), np.log10(top), 4001), schedule, steps)
+  every = ns_scalar_map(np.logspace(-12, np.log10(top), 12001), schedule, steps)
+  return float(least.min()), float(every.max())
 
 
 def ns_failure_threshold(schedule: Schedule = "jordan", steps: int = 5,

@@ -4,22 +4,26 @@ Our formalization of Muon++ (Zhao, arXiv 2601.01306). Per hidden matrix, with
 ``s = sqrt(fan_out/fan_in)``:
 
     O = NS(momentum input)                       # as in Muon
-    U = update_scale · s · O / ‖O‖₂              # ‖U‖₂ = update_scale·s exactly
+    U = update_scale · s · O                     # ‖U‖₂ = update_scale·s (within 0.5%)
     P = W − ηU − ηλW                              # proposed weight
     W ← min(1, R/‖P‖₂) · P                        # back onto the ball ‖W‖₂ ≤ R
 
-NS defaults to Polar Express × 6 (output singular values within 0.5% of 1), so
-``‖O‖₂`` is well estimated even when the top direction changes every step.
-``‖O‖₂`` and ``‖P‖₂`` come from warm-started power iterations kept in the
-state (a few matvecs per matrix; the bound's starts from ``W₀``'s top direction).
-``R = weight_radius·s``; ``weight_radius=None`` turns the bound off.
+NS defaults to Polar Express × 6, which maps every normalized input into
+``‖O‖₂ ∈ [0.9956, 1.0012]`` (:func:`ns_spectral_norm_range`), so ``U`` needs no
+measurement of ``‖O‖₂``. With a schedule that does not pin it (Jordan's ends
+anywhere in 0.47–1.20), ``O`` is first divided by a warm-started power-iteration
+estimate of ``‖O‖₂``. ``‖P‖₂`` comes from a warm-started subspace iteration kept
+in the state (a few matrix-vector products per matrix, started from ``W₀``'s top
+directions). ``R = weight_radius·s``; ``weight_radius=None`` turns the bound off.
 Non-matrix parameters go to AdamW as in Muon.
 """
 
 import jax
+import jax.numpy as jnp
 import optax
 
 from optax_muon._src import alias_parts
+from optax_muon._src import coefficients as coeffs_lib
 from optax_muon._src import scale_by_muon as scale_by_muon_lib
 from optax_muon._src import spectral_decay
 from optax_muon._src import validation
@@ -53,8 +57,12 @@ def muon_plus_plus(
       ``"jordan"`` (``sqrt(max(1, fan_out/fan_in))``). Both are μP at a fixed
       aspect ratio; they differ on matrices with ``fan_in > fan_out`` (the MLP
       down-projection), where ``"mup"`` takes smaller steps.
-    power_iterations: warm-started power-iteration rounds per step for the
-      update's ``‖O‖₂`` (default 2).
+    power_iterations: rounds per step of a warm-started power iteration that
+      divides ``O`` by ``‖O‖₂``, so ``‖U‖₂ = update_scale·s`` to its accuracy.
+      ``None`` (default): none where the Newton–Schulz configuration already
+      pins ``‖O‖₂`` within 1% (a single named schedule and step count,
+      Frobenius normalization, float32 or wider: the default Polar Express × 6
+      pins it within 0.5%), 2 rounds otherwise.
     bound_power_iterations: rounds per step of the subspace iteration that
       tracks the proposed weight's top singular value (default 2).
     bound_vectors: directions it tracks together (default 4): a matrix sitting
@@ -63,7 +71,7 @@ def muon_plus_plus(
     @@shared@@
 
   The defaults differ from ``muon``'s: Newton–Schulz is Polar Express × 6 (it maps
-  normalized σ ∈ [1e-3, 1] into [0.995, 1.001], so ``‖O‖₂`` is pinned near 1
+  normalized σ ∈ [1e-3, 1] into [0.9956, 1.0012], so ``‖O‖₂`` is pinned near 1
   whatever the gradient); ``weight_decay`` is 0 (the radius bounds the weights)
   and the AdamW leaves decay with 0.1.
 
@@ -80,8 +88,10 @@ def muon_plus_plus(
     validation.check_positive(weight_radius, "weight_radius")
   if scale not in ("mup", "jordan"):
     raise ValueError(f"muon_plus_plus: unknown scale {scale!r}; valid: ('mup', 'jordan').")
-  iters = 2 if power_iterations is None else power_iterations
-  validation.check_positive_int(iters, "power_iterations")
+  ns = shared.ns_kwargs("polar_express", 6)
+  if power_iterations is not None:
+    validation.check_positive_int(power_iterations, "power_iterations")
+  exact = power_iterations is not None or not _pins_spectral_norm(ns)
   bound_iters = 2 if bound_power_iterations is None else bound_power_iterations
   bound_block = 4 if bound_vectors is None else bound_vectors
   validation.check_positive_int(bound_iters, "bound_power_iterations")
@@ -91,8 +101,8 @@ def muon_plus_plus(
   matrix_chain = optax.chain(
       scale_by_muon_lib.scale_by_muon(
           beta=shared.beta, nesterov=shared.nesterov, mu_dtype=shared.mu_dtype, scale=scale,
-          exact_scale=True, power_iterations=iters, diagnostics=shared.diagnostics,
-          **shared.ns_kwargs("polar_express", 6)),
+          exact_scale=exact, power_iterations=power_iterations or 2,
+          diagnostics=shared.diagnostics, **ns),
       optax.scale(update_scale),
       optax.scale_by_learning_rate(learning_rate),
       wd_lib.decoupled_weight_decay(shared.weight_decay, learning_rate,
@@ -101,3 +111,14 @@ def muon_plus_plus(
   )
   return alias_parts.assemble(matrix_chain, alias_parts.adamw_for_others(learning_rate, shared),
                               shared)
+
+
+def _pins_spectral_norm(ns: dict) -> bool:
+  """Whether every matrix's ``‖O‖₂`` is within 1% of 1 without measuring it."""
+  schedule, steps, dtype = ns["ns_schedule"], ns["ns_steps"], ns["compute_dtype"]
+  if not (isinstance(schedule, str) and isinstance(steps, int)
+          and ns["normalization"] == "frobenius"
+          and (dtype is None or jnp.dtype(dtype).itemsize >= 4)):
+    return False
+  lo, hi = coeffs_lib.ns_spectral_norm_range(schedule, steps)
+  return lo >= 0.99 and hi <= 1.01
