@@ -27,10 +27,12 @@ from train import diagnostics
 from train import mesh as mesh_lib
 from train import nonfinite
 from train import optimizer as optimizer_lib
+from train import run_config
 from train import validation
 from train.checkpoint import Checkpointer
 from train.data import pipeline
 from train.errors import ConfigError
+from train.errors import NoUsableCheckpoint
 from train.errors import TooManySkippedSteps
 from train.metrics import MetricsWriter, plot_losses
 from train.state import init_state
@@ -141,6 +143,18 @@ def setup(config: ml_collections.ConfigDict):
   return model_cfg, mesh, tokenizer, tx, use_qk_clip
 
 
+def _config_changes(workdir: str, config: ml_collections.ConfigDict) -> str:
+  """What differs from the config of the run that wrote `workdir`'s checkpoints (for errors)."""
+  recorded = run_config.load(workdir)
+  if recorded is None:
+    return ""
+  changes = run_config.differences(recorded, config)
+  if not changes:
+    return " The config is the one that wrote them."
+  return (" The run that wrote them had another config (a different optimizer, option or model "
+          "changes the state's structure): " + "; ".join(changes) + ".")
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        stop_at: int | None = None) -> dict:
   """Trains to `config.train_steps` (resuming if possible); returns the last metrics row.
@@ -166,8 +180,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   if ckpt.latest_step() is not None:
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
     del state
-    start, state = ckpt.restore_latest(shardings, abstract, data_iter)
+    try:
+      start, state = ckpt.restore_latest(shardings, abstract, data_iter)
+    except NoUsableCheckpoint as e:
+      raise NoUsableCheckpoint(f"{e}{_config_changes(workdir, config)}") from None
     logging.info("Resumed from step %d.", start)
+  if is_main:
+    run_config.save(workdir, config)
   total = config.train_steps
   train_fn, eval_fn = jit_steps(graphdef, tx, use_qk_clip, shardings, batch_sharding,
                                 tokenizer.byte_lengths_V)

@@ -197,6 +197,22 @@ def test_no_usable_checkpoint_is_one_line(straight, data_dir, tmp_path):
       f"checkpoint error: no usable checkpoint in {os.path.join(workdir, 'checkpoints')}: step 8")
 
 
+def test_checkpoints_of_another_optimizer_name_the_config_change(straight, data_dir, tmp_path):
+  # The optimizer's state has another structure: no step restores, and the error says which
+  # config fields differ from the run that wrote them. Nothing is moved or deleted.
+  workdir = _killed_after_8(straight, tmp_path / "run")
+  config = _config(data_dir)
+  config.optimizer.name = "muown"
+  with pytest.raises(NoUsableCheckpoint) as e:
+    trainer.train_and_evaluate(config, workdir)
+  message = str(e.value)
+  assert "\n" not in message and "step 8: " in message and "step 4: " in message
+  assert 'optimizer.name: "muon" -> "muown"' in message, message
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["4", "8"]
+  with open(os.path.join(workdir, "config.json")) as f:
+    assert json.load(f)["optimizer"]["name"] == "muon"  # The record is not overwritten.
+
+
 def _nan_mask_from(step: int, to_global):
   """`pipeline.to_global` that poisons the loss mask of every train batch from `step` on."""
   calls = []
