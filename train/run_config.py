@@ -24,11 +24,12 @@ _UNSET = object()
 
 
 def save(workdir: str, config: ml_collections.ConfigDict) -> None:
-  """Writes `config` as JSON to `<workdir>/config.json` (replacing an older record)."""
-  path = epath.Path(workdir) / FILE
-  tmp = epath.Path(workdir) / (FILE + ".tmp")
-  tmp.write_text(json.dumps(_plain(config), indent=1, sort_keys=True, default=str) + "\n")
-  tmp.rename(path)
+  """Writes `config` as JSON to `<workdir>/config.json` (replacing an older record).
+
+  A torn write only loses the record: `load` then returns None.
+  """
+  (epath.Path(workdir) / FILE).write_text(
+      json.dumps(_plain(config), indent=1, sort_keys=True, default=str) + "\n")
 
 
 def load(workdir: str) -> dict | None:
