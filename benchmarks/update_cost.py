@@ -5,6 +5,7 @@
     python benchmarks/update_cost.py --quick         # --small, 2 layers, 3 repeats
     python benchmarks/update_cost.py --mesh [--small]  # the same on an 8-device CPU mesh (FSDP)
     python benchmarks/update_cost.py --compile-sweep 6,12,24,48   # compile time vs depth
+    python benchmarks/update_cost.py --mesh --memory-only   # peak temp MB per device, compile only
 
 Parameter tree (nested dicts): ``embed/embedding`` [vocab, d],
 ``layers/<i>/attn/{q,k,v,o}/kernel`` [d, d], ``layers/<i>/mlp/{gate,up}/kernel``
@@ -31,7 +32,11 @@ gradient and state leaf is sharded on its largest axis divisible by 8
 analysis): with whole matrices per device it is about total/8; when every
 device repeats the orthogonalization it is about the total. ``peak temp MB`` is
 XLA's memory analysis of the compiled step: the temporary buffers it needs
-beyond its arguments and outputs (per device on the mesh).
+beyond its arguments and outputs (per device on the mesh). It depends on the
+order XLA schedules the step in: ``peak temp MB (memory scheduler)`` compiles
+every step again in a fresh process with XLA's memory-minimizing CPU scheduler
+(``--xla_cpu_enable_concurrency_optimized_scheduler=false``) instead of the
+default, which schedules for concurrency.
 
 ``--compile-sweep L1,L2,...``: d_model 128, d_ff 512, vocab 256, unstacked
 layers; per depth and optimizer, the time to compile one jitted
@@ -141,6 +146,75 @@ def fsdp_spec(shape: tuple[int, ...]) -> P:
   if best is None:
     return P()
   return P(*[("fsdp" if ax == best else None) for ax in range(len(shape))])
+
+
+class Setup:
+  """The parameter tree, its placement and the compiled step of one optimizer (one process)."""
+
+  def __init__(self, layers: int, d: int, d_ff: int, vocab: int, mesh: bool):
+    self.shapes = param_shapes(layers, d, d_ff, vocab)
+    self.shape_leaves = jax.tree.leaves(self.shapes, is_leaf=is_shape)
+    self.n_params = sum(math.prod(s) for s in self.shape_leaves)
+    self.mesh = (jax.make_mesh((MESH_SIZE,), ("fsdp",),
+                               axis_types=(jax.sharding.AxisType.Auto,)) if mesh else None)
+    if self.mesh is not None:
+      self.sharding_of = lambda shape: NamedSharding(self.mesh, fsdp_spec(tuple(shape)))
+    else:
+      dev = jax.devices()[0]
+      self.sharding_of = lambda shape: jax.sharding.SingleDeviceSharding(dev)
+    self.p_shard = jax.tree.map(self.sharding_of, self.shapes, is_leaf=is_shape)
+
+  def context(self):
+    return jax.set_mesh(self.mesh) if self.mesh is not None else contextlib.nullcontext()
+
+  def make_tree(self, seed: int, scale: float):
+    def make():
+      keys = iter(jax.random.split(jax.random.key(seed), len(self.shape_leaves)))
+      return jax.tree.map(lambda s: scale * jax.random.normal(next(keys), s, jnp.float32),
+                          self.shapes, is_leaf=is_shape)
+    return jax.jit(make, out_shardings=self.p_shard)()
+
+  def compile(self, tx: optax.GradientTransformation, grads) -> dict:
+    """The jitted ``update + apply_updates`` step, compiled, with fresh params, state and costs."""
+    params = self.make_tree(0, 0.02)
+    state_shapes = jax.eval_shape(tx.init, params)
+    s_shard = jax.tree.map(lambda s: self.sharding_of(s.shape), state_shapes)
+    state = jax.jit(tx.init, out_shardings=s_shard)(params)
+
+    def step(params, state, grads):
+      updates, state = tx.update(grads, state, params)
+      return optax.apply_updates(params, updates), state
+
+    jitted = jax.jit(step, in_shardings=(self.p_shard, s_shard, self.p_shard),
+                     out_shardings=(self.p_shard, s_shard), donate_argnums=(0, 1))
+    t0 = time.perf_counter()
+    lowered = jitted.lower(params, state, grads)
+    lower_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    compiled = lowered.compile()
+    compile_s = time.perf_counter() - t0
+    state_leaves = jax.tree.leaves(state)
+    cost = compiled.cost_analysis() or {}
+    memory = compiled.memory_analysis()
+    return {"compiled": compiled, "carry": [params, state], "lower_s": lower_s,
+            "compile_s": compile_s, "state_bytes": sum(x.nbytes for x in state_leaves),
+            "state_leaves": len(state_leaves),
+            "temp_mb": getattr(memory, "temp_size_in_bytes", float("nan")) / 2**20,
+            "gflop_per_device": float(cost.get("flops", float("nan"))) / 1e9}
+
+
+# XLA's CPU backend schedules for concurrency by default; this flag picks its
+# memory-minimizing scheduler instead. Peak temporary memory depends on the schedule.
+MEMORY_SCHEDULER_FLAG = "--xla_cpu_enable_concurrency_optimized_scheduler=false"
+
+
+def temp_mb_under_memory_scheduler(argv: list[str]) -> dict[str, float]:
+  """Peak temporary MB per optimizer, compiled in a fresh process under XLA's memory scheduler."""
+  env = dict(os.environ)
+  env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + MEMORY_SCHEDULER_FLAG).strip()
+  out = subprocess.run([sys.executable, os.path.abspath(__file__), *argv, "--memory-only"],
+                       check=True, capture_output=True, text=True, env=env)
+  return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def newton_schulz_balance(grads) -> dict:
@@ -279,6 +353,9 @@ def main(argv=None):
   p.add_argument("--out", default=None, help="basename under benchmarks/results/")
   p.add_argument("--compile-sweep", default=None,
                  help="comma-separated layer counts: compile time and HLO size vs depth")
+  p.add_argument("--memory-only", action="store_true",
+                 help="compile only: print each optimizer's peak temp MB as JSON (no timing, "
+                      "no results written; set XLA_FLAGS to pick the scheduler)")
   p.add_argument("--compile-one", nargs=2, default=None, metavar=("NAME", "LAYERS"),
                  help=argparse.SUPPRESS)  # one sample of --compile-sweep, in its own process
   _common.add_load_argument(p)
@@ -298,61 +375,28 @@ def main(argv=None):
   if args.compile_sweep:
     return compile_sweep([int(x) for x in args.compile_sweep.split(",")],
                          args.repeats or 2, args.allow_load)
+  if args.memory_only:
+    # One process per XLA flag setting: the scheduler is chosen when the backend starts.
+    setup = Setup(layers, d, d_ff, args.vocab, args.mesh)
+    grads = setup.make_tree(1, 1e-3)
+    with setup.context():
+      print(json.dumps({name: setup.compile(tx, grads)["temp_mb"]
+                        for name, tx in cost_optimizers(setup.shapes).items()}))
+    return None
   load_start = _common.check_load(args.allow_load, "at the start")
   info = _common.machine_info()
-  shapes = param_shapes(layers, d, d_ff, args.vocab)
-  shape_leaves = jax.tree.leaves(shapes, is_leaf=is_shape)
-  n_params = sum(math.prod(s) for s in shape_leaves)
-
-  if args.mesh:
-    mesh = jax.make_mesh((MESH_SIZE,), ("fsdp",), axis_types=(jax.sharding.AxisType.Auto,))
-    sharding_of = lambda shape: NamedSharding(mesh, fsdp_spec(tuple(shape)))
-  else:
-    dev = jax.devices()[0]
-    sharding_of = lambda shape: jax.sharding.SingleDeviceSharding(dev)
-  p_shard = jax.tree.map(sharding_of, shapes, is_leaf=is_shape)
-
-  def make_tree(seed, scale):
-    keys = iter(jax.random.split(jax.random.key(seed), len(shape_leaves)))
-    return jax.tree.map(lambda s: scale * jax.random.normal(next(keys), s, jnp.float32),
-                        shapes, is_leaf=is_shape)
-
-  make_params = jax.jit(lambda: make_tree(0, 0.02), out_shardings=p_shard)
-  grads = jax.jit(lambda: make_tree(1, 1e-3), out_shardings=p_shard)()
+  setup = Setup(layers, d, d_ff, args.vocab, args.mesh)
+  shapes, n_params, p_shard = setup.shapes, setup.n_params, setup.p_shard
+  grads = setup.make_tree(1, 1e-3)
 
   txs = cost_optimizers(shapes)
   runs = {}
-  context = jax.set_mesh(mesh) if args.mesh else contextlib.nullcontext()
+  context = setup.context()
   context.__enter__()
   for name, tx in txs.items():
-    params = make_params()
-    state_shapes = jax.eval_shape(tx.init, params)
-    s_shard = jax.tree.map(lambda s: sharding_of(s.shape), state_shapes)
-    state = jax.jit(tx.init, out_shardings=s_shard)(params)
-
-    def step(params, state, grads, tx=tx):
-      updates, state = tx.update(grads, state, params)
-      return optax.apply_updates(params, updates), state
-
-    jitted = jax.jit(step, in_shardings=(p_shard, s_shard, p_shard),
-                     out_shardings=(p_shard, s_shard), donate_argnums=(0, 1))
-    t0 = time.perf_counter()
-    lowered = jitted.lower(params, state, grads)
-    lower_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    compiled = lowered.compile()
-    compile_s = time.perf_counter() - t0
-    state_leaves = jax.tree.leaves(state)
-    state_bytes = sum(x.nbytes for x in state_leaves)
-    cost = compiled.cost_analysis() or {}
-    memory = compiled.memory_analysis()
-    runs[name] = {"compiled": compiled, "carry": [params, state], "lower_s": lower_s,
-                  "compile_s": compile_s, "state_bytes": state_bytes,
-                  "state_leaves": len(state_leaves),
-                  "temp_mb": getattr(memory, "temp_size_in_bytes", float("nan")) / 2**20,
-                  "gflop_per_device": float(cost.get("flops", float("nan"))) / 1e9}
-    print(f"{name}: lower {lower_s:.1f}s compile {compile_s:.1f}s, state "
-          f"{state_bytes / n_params:.2f} B/param", flush=True)
+    runs[name] = setup.compile(tx, grads)
+    print(f"{name}: lower {runs[name]['lower_s']:.1f}s compile {runs[name]['compile_s']:.1f}s, "
+          f"state {runs[name]['state_bytes'] / n_params:.2f} B/param", flush=True)
 
   def caller(r):
     def call():
@@ -369,6 +413,12 @@ def main(argv=None):
 
   ns_balance = newton_schulz_balance(grads) if args.mesh else None
   load_end = _common.check_load(args.allow_load, "at the end")
+  context.__exit__(None, None, None)
+  for r in runs.values():  # free this process's buffers before the next one compiles
+    r.pop("carry"), r.pop("compiled")
+  memory_scheduler_mb = temp_mb_under_memory_scheduler(
+      ["--layers", str(layers), "--vocab", str(args.vocab)] + (["--small"] if small else [])
+      + (["--mesh"] if args.mesh else []))
   base = _common.summarize(samples["adamw"])["median_s"]
   results = {}
   for name, r in runs.items():
@@ -384,6 +434,7 @@ def main(argv=None):
         "state_leaves": r["state_leaves"],
         "gflop_per_device": r["gflop_per_device"],
         "temp_mb": r["temp_mb"],
+        "temp_mb_memory_scheduler": memory_scheduler_mb[name],
         "params_finite_after": finite[name],
         "samples_s": samples[name],
     }
@@ -398,16 +449,20 @@ def main(argv=None):
                                           "results": results})
   headers = ["optimizer", "median step ms", "min ms", "× AdamW (median)", "× AdamW (min)",
              "× optax.contrib (median)", "compile s", "state B/param", "peak temp MB",
-             "GFLOP/device"]
+             "peak temp MB (memory scheduler)", "GFLOP/device"]
   optax_median = results["optax.contrib.muon"]["median_s"]
   rows = [[k, v["median_s"] * 1e3, v["min_s"] * 1e3, v["ratio_to_adamw"], v["ratio_to_adamw_min"],
            v["median_s"] / optax_median, v["compile_s"], v["state_bytes_per_param"],
-           v["temp_mb"], v["gflop_per_device"]] for k, v in results.items()]
+           v["temp_mb"], v["temp_mb_memory_scheduler"], v["gflop_per_device"]]
+          for k, v in results.items()]
   notes = [
       f"Tree: {layers} layers, d_model {d}, d_ff {d_ff}, vocab {args.vocab} (embed + untied "
       f"lm_head), {n_params / 1e6:.1f}M float32 params; embed/lm_head/norms → AdamW.",
       "Step = jitted `tx.update` + `optax.apply_updates`, params and state donated; "
       f"{repeats} interleaved rounds after one warm-up round (median and min per optimizer).",
+      "`peak temp MB`: XLA's memory analysis (temporaries beyond arguments and outputs, per "
+      "device) with the default CPU scheduler; `(memory scheduler)`: the same step compiled in a "
+      f"fresh process with `{MEMORY_SCHEDULER_FLAG}` (XLA's memory-minimizing scheduler).",
       "`compile s` = `jax.jit(step).lower(...).compile()` (compile only; lowering in the JSON). "
       "`state B/param` = bytes of all optimizer-state leaves / number of parameters.",
       "optax.contrib.muon: `consistent_rms=0.2`, dimension numbers only on the layer "
