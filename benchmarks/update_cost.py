@@ -255,11 +255,16 @@ def _hlo_instructions(compiled) -> int:
 
 
 SWEEP_FLOOR = "p − η·g (optax.sgd)"
+STACK_FLOOR = "p − η·g on shape stacks (matrix_partition of optax.sgd)"
 
 
 def sweep_optimizers(shapes: dict) -> dict[str, optax.GradientTransformation]:
-  """The compile sweep's rows: the floor any per-leaf update pays, then the timed optimizers."""
-  return {SWEEP_FLOOR: optax.sgd(LR), **optimizers(shapes)}
+  """The compile sweep's rows: the floors (any per-leaf update; the same update
+  through our stack-by-shape plumbing, with nothing else), then the timed optimizers."""
+  return {SWEEP_FLOOR: optax.sgd(LR),
+          STACK_FLOOR: optax_muon.matrix_partition(optax.sgd(LR), optax.sgd(LR),
+                                                   stack_others=True),
+          **optimizers(shapes)}
 
 
 def compile_one(name: str, layers: int) -> dict[str, float]:
@@ -334,6 +339,9 @@ def compile_sweep(layer_counts: list[int], repeats: int, allow_load: bool) -> No
       "`HLO instr.` = instructions in the compiled module's text.",
       f"`{SWEEP_FLOOR}` is the floor every per-leaf update pays: one fused "
       "elementwise kernel per parameter; its growth with depth is XLA's own per-leaf cost.",
+      f"`{STACK_FLOOR}` is the same update through our plumbing and nothing else: every "
+      "leaf concatenated into its shape group's stack, and sliced out (at a start row kept "
+      "in the state) into a fused slice-and-apply kernel: the floor of our optimizers.",
       f"Load average at start {load_start}, at the end {load_end} on {os.cpu_count()} cores.",
   ]
   md = (_common.md_header("Compile time of one update against depth", info, command, notes)

@@ -118,7 +118,8 @@ def _pins_spectral_norm(ns: dict) -> bool:
   schedule, steps, dtype = ns["ns_schedule"], ns["ns_steps"], ns["compute_dtype"]
   if not (isinstance(schedule, str) and isinstance(steps, int)
           and ns["normalization"] == "frobenius"
-          and (dtype is None or jnp.dtype(dtype).itemsize >= 4)):
+          and (dtype is None or (jnp.issubdtype(dtype, jnp.floating)
+                                 and jnp.dtype(dtype).itemsize >= 4))):
     return False
   lo, hi = coeffs_lib.ns_spectral_norm_range(schedule, steps)
   return lo >= 0.99 and hi <= 1.01
