@@ -148,6 +148,14 @@ def fsdp_spec(shape: tuple[int, ...]) -> P:
   return P(*[("fsdp" if ax == best else None) for ax in range(len(shape))])
 
 
+def update_step(tx: optax.GradientTransformation):
+  """The measured step: ``tx.update`` and ``optax.apply_updates`` (params, state, grads)."""
+  def step(params, state, grads):
+    updates, state = tx.update(grads, state, params)
+    return optax.apply_updates(params, updates), state
+  return step
+
+
 class Setup:
   """The parameter tree, its placement and the compiled step of one optimizer (one process)."""
 
@@ -181,11 +189,7 @@ class Setup:
     s_shard = jax.tree.map(lambda s: self.sharding_of(s.shape), state_shapes)
     state = jax.jit(tx.init, out_shardings=s_shard)(params)
 
-    def step(params, state, grads):
-      updates, state = tx.update(grads, state, params)
-      return optax.apply_updates(params, updates), state
-
-    jitted = jax.jit(step, in_shardings=(self.p_shard, s_shard, self.p_shard),
+    jitted = jax.jit(update_step(tx), in_shardings=(self.p_shard, s_shard, self.p_shard),
                      out_shardings=(self.p_shard, s_shard), donate_argnums=(0, 1))
     t0 = time.perf_counter()
     lowered = jitted.lower(params, state, grads)
@@ -274,11 +278,7 @@ def compile_one(name: str, layers: int) -> dict[str, float]:
   tx = sweep_optimizers(shapes)[name]
   state = jax.eval_shape(tx.init, params)
 
-  def step(params, state, grads):
-    updates, state = tx.update(grads, state, params)
-    return optax.apply_updates(params, updates), state
-
-  lowered = jax.jit(step, donate_argnums=(0, 1)).lower(params, state, params)
+  lowered = jax.jit(update_step(tx), donate_argnums=(0, 1)).lower(params, state, params)
   t0 = time.perf_counter()
   compiled = lowered.compile()
   return {"compile_s": time.perf_counter() - t0, "hlo_instructions": _hlo_instructions(compiled)}
