@@ -7,6 +7,7 @@
     python benchmarks/headline.py --ns-check    # + Muon with standard vs auto (Gram) Newton–Schulz
     python benchmarks/headline.py --family --magnitude    # + Muown's magnitude lr, bracketed
     python benchmarks/headline.py --family --init-check   # + Muon++ with the fan-in init
+    python benchmarks/headline.py --family --muon-variants  # + Muon with other AdamW-leaf lrs, Polar Express
 
 The setting of the "figures to beat" (4-layer d_model 192 byte-level LM on the
 stdlib source, 600 steps; optax.contrib.muon reached tuned AdamW's final eval
@@ -29,6 +30,12 @@ This is the default model at 600 steps, larger and longer than the width
 sweeps of ``transfer.py``. ``--wd``: Muon and Muown at their best lr with the
 matrices' weight decay in ``WD_GRID`` (AdamW leaves at 0.1 throughout, as in
 ``transfer.py``); ``wd_spread`` = max − min final eval over that grid.
+``--muon-variants`` (with ``--family``): Muon at its best lr with its AdamW leaves at
+``MUON_ADAM_RATIOS`` × its lr and with Polar Express coefficients instead of Jordan's;
+reported: each run's final eval and steps ratio (the levers left for the 0.5× goal).
+``--batch B`` (e.g. ``--batch 64 --steps 300``): the same comparison with B rows per
+step instead of 16 (runs keyed ``.../batch=B``; results in ``headline[_stepsS]_batchB.*``):
+whether Muon's lead over AdamW grows with the batch, as its large-batch results suggest.
 ``--ns-check``: Muon at the default lr twice more, with ``ns_method="standard"``
 (optax's iteration on every matrix) and ``"auto"`` (the default: Gram
 Newton–Schulz on the 1:4 MLP matrices); reported: both final evals and the
@@ -41,6 +48,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 
 os.environ.setdefault("TQDM_DISABLE", "1")
@@ -61,12 +69,13 @@ FAMILY = {"muon": ((6e-3, 1.2e-2, 2.4e-2), {}),
 MAX_EXTEND = 3
 WD_GRID = (0.0, 0.05, 0.1, 0.2, 0.4)
 WD_DEFAULT = {"muon": 0.1, "muown": 0.0}  # the alias default, whose run the sweep already has
+MUON_ADAM_RATIOS = (0.25, 2.0, 4.0)  # --muon-variants: the AdamW leaves' lr, x Muon's
 
 
 def run(name: str, lr: float, steps: int, workdir: str, adam_ratio: float = 0.0,
         model: dict | None = None, seed: int = 0,
         weight_decay: float | None = None, options: dict | None = None,
-        lr_ratios: dict | None = None) -> list[dict]:
+        lr_ratios: dict | None = None, batch: int | None = None) -> list[dict]:
   """Trains one run; returns its metrics rows (step, loss, eval_loss when evaluated).
 
   ``adam_ratio > 0``: Muon's AdamW leaves (embeddings, head, norms) at that multiple of lr.
@@ -76,9 +85,12 @@ def run(name: str, lr: float, steps: int, workdir: str, adam_ratio: float = 0.0,
   ``options``: further keyword arguments of the alias (``config.optimizer.options``).
   ``lr_ratios``: learning-rate arguments of the alias as multiples of the schedule
   (``config.optimizer.lr_ratios``, e.g. ``{"magnitude_learning_rate": 2.0}``).
+  ``batch``: rows per step (None: the default config's 16).
   """
   config = default.get_config()
   config.seed = seed
+  if batch is not None:
+    config.batch_size = batch
   for k, v in (model or {}).items():
     setattr(config.model, k, v)
   config.optimizer.name = name
@@ -138,6 +150,8 @@ def main() -> None:
   p.add_argument("--adamw_lrs", default="1e-3,3e-3,1e-2")
   p.add_argument("--muon_lr", type=float, default=6e-3)
   p.add_argument("--workdir", default="/tmp/optax_muon_headline")
+  p.add_argument("--batch", type=int, default=None,
+                 help="rows per step (default: the default config's 16); keyed /batch=B")
   p.add_argument("--muon_adam_ratio", type=float, default=0.0,
                  help="Muon's AdamW leaves at this multiple of muon_lr (0: the same lr)")
   p.add_argument("--half", action="store_true",
@@ -152,35 +166,45 @@ def main() -> None:
                  help="with --family: Muown's magnitude lr (x its lr), bracketed, at its best lr")
   p.add_argument("--init-check", action="store_true",
                  help="with --family: Muon++ with the fan-in init at its two best lrs")
+  p.add_argument("--muon-variants", action="store_true",
+                 help="with --family: Muon at its best lr with other AdamW-leaf lrs and with "
+                      "Polar Express coefficients")
   args = p.parse_args()
 
   cache = json.load(open(RUNS_FILE)) if os.path.exists(RUNS_FILE) else {}
+  batch_tag = "" if args.batch is None else f"/batch={args.batch}"
+  out_name = ("headline" + ("" if args.steps == 600 else f"_steps{args.steps}")
+              + ("" if args.batch is None else f"_batch{args.batch}"))
+
+  def in_setting(key):
+    """A run at this report's steps and batch."""
+    return re.search(rf"/steps={args.steps}{re.escape(batch_tag)}(/|$)", key) is not None and (
+        args.batch is not None or "/batch=" not in key)
 
   def ensure(name, lr, steps, adam_ratio=0.0, model=None, suffix="", seed=0, wd=None,
              options=None, lr_ratios=None):
-    key = (f"{name}/lr={lr:g}/steps={steps}" + suffix + (f"/seed={seed}" if seed else "")
-           + ("" if wd is None else f"/wd={wd:g}"))
+    key = (f"{name}/lr={lr:g}/steps={steps}{batch_tag}" + suffix
+           + (f"/seed={seed}" if seed else "") + ("" if wd is None else f"/wd={wd:g}"))
     if key not in cache:
       print(f"running {key}", flush=True)
       cache[key] = run(name, lr, steps, os.path.join(args.workdir, key.replace("/", "_")),
-                       adam_ratio, model, seed, wd, options, lr_ratios)
+                       adam_ratio, model, seed, wd, options, lr_ratios, args.batch)
       _common.write_json(os.path.basename(RUNS_FILE), cache)
     return key
 
-  plan = [("adamw", float(lr), args.steps) for lr in args.adamw_lrs.split(",")]
-  plan += [("muon", args.muon_lr, args.steps)]
-  if args.half:
-    plan += [("muon", args.muon_lr, args.steps // 2)]
-  suffix = f"/adam_ratio={args.muon_adam_ratio:g}" if args.muon_adam_ratio else ""
-  for name, lr, steps in plan:
-    ensure(name, lr, steps, args.muon_adam_ratio if name == "muon" else 0.0,
-           suffix=suffix if name == "muon" else "")
-
   final = lambda rows: [r["eval_loss"] for r in rows if "eval_loss" in r][-1]
+  # AdamW's grid, extended by factors of 2 until its best has a worse neighbour on both sides.
+  bracket(lambda lr: final(cache[ensure("adamw", lr, args.steps)]),
+          [float(lr) for lr in args.adamw_lrs.split(",")])
+  suffix = f"/adam_ratio={args.muon_adam_ratio:g}" if args.muon_adam_ratio else ""
+  for steps in (args.steps, args.steps // 2) if args.half else (args.steps,):
+    ensure("muon", args.muon_lr, steps, args.muon_adam_ratio, suffix=suffix)
+
   family, seeds = {}, {}  # seeds: the second-seed rerun of each family optimizer's best lr
   wd_runs = {}  # name -> (lr, {weight decay: final eval})
   magnitude_runs = {}  # Muown's magnitude lr ratio -> final eval, at Muown's best lr
   init_runs = {}  # Muon++ lr -> (final eval with the μP init, with the fan-in init)
+  variant_runs = {}  # Muon at its best lr: variant label -> cache key
   if args.family:
     for name, (grid, model) in FAMILY.items():
       tag = "".join(f"/{k}" if v is True else f"/{k}={v}" for k, v in model.items())
@@ -208,28 +232,38 @@ def main() -> None:
         init_runs = {lr: (family[name][lr][1], final(cache[ensure(
             name, lr, args.steps, model={**model, "mup_init": False},
             suffix="/mup_init=False")])) for lr in sorted(two_best)}
+      if args.muon_variants and name == "muon":
+        variant_runs = {f"AdamW leaves at {r:g}x": ensure(
+            name, best_lr, args.steps, r, suffix=f"/adam_ratio={r:g}") for r in MUON_ADAM_RATIOS}
+        variant_runs["Polar Express coefficients"] = ensure(
+            name, best_lr, args.steps, suffix="/ns_schedule=polar_express",
+            options={"ns_schedule": "polar_express"})
   ns_runs = {m: ensure("muon", args.muon_lr, args.steps, suffix=f"/ns_method={m}",
                        options={"ns_method": m})
              for m in (("standard", "auto") if args.ns_check else ())}
   adamw = {k: v for k, v in cache.items()
-           if k.startswith("adamw/") and k.endswith(f"steps={args.steps}")}
+           if k.startswith("adamw/") and k.endswith(f"steps={args.steps}{batch_tag}")}
   best_key = min(adamw, key=lambda k: final(adamw[k]))
   target = final(adamw[best_key])
-  muon_key = f"muon/lr={args.muon_lr:g}/steps={args.steps}" + suffix
+  adamw_bracketed = bracketed({float(k.split("/")[1][3:]): final(v) for k, v in adamw.items()})
+  muon_key = f"muon/lr={args.muon_lr:g}/steps={args.steps}{batch_tag}" + suffix
   reach = first_step_below(cache[muon_key], target)
-  rows = [[k, final(v)] for k, v in cache.items() if f"steps={args.steps}" in k]
+  rows = [[k, final(v)] for k, v in cache.items() if in_setting(k)]
   ratio = None if reach is None else reach / args.steps
-  summary = {"steps": args.steps, "tuned_adamw": best_key, "adamw_final_eval": target,
+  summary = {"steps": args.steps, "batch": args.batch or 16, "tuned_adamw": best_key,
+             "adamw_bracketed": adamw_bracketed, "adamw_final_eval": target,
              "muon": muon_key, "muon_final_eval": final(cache[muon_key]),
              "muon_steps_to_adamw_final": reach, "steps_ratio": ratio}
-  half_key = f"muon/lr={args.muon_lr:g}/steps={args.steps // 2}" + suffix
+  half_key = f"muon/lr={args.muon_lr:g}/steps={args.steps // 2}{batch_tag}" + suffix
   if args.half and half_key in cache:
     summary["muon_half_run"] = half_key
     summary["muon_half_run_final_eval"] = final(cache[half_key])
     rows.append([half_key, final(cache[half_key])])
-  notes = [f"cpu192 preset (4 layers, d_model 192), {args.steps} steps, batch 16 x 128 bytes, "
+  notes = [f"cpu192 preset (4 layers, d_model 192), {args.steps} steps, "
+           f"batch {args.batch or 16} x 128 bytes, "
            "default config otherwise; one seed; eval every 25 steps.",
-           f"Tuned AdamW = {best_key}: final eval {target:.3f}. Muon ({muon_key}) final eval "
+           f"Tuned AdamW = {best_key}: final eval {target:.3f} (its lr sweep "
+           f"{'bracketed' if adamw_bracketed else 'NOT bracketed'}). Muon ({muon_key}) final eval "
            f"{summary['muon_final_eval']:.3f}; reaches AdamW's final eval at step "
            f"{'never' if reach is None else f'{reach:.0f}'}"
            f" = {'-' if ratio is None else f'{ratio:.2f}'}x the steps.",
@@ -273,6 +307,20 @@ def main() -> None:
     notes.append("Muon++ init (`--init-check`), final eval with the μP init / the fan-in init: "
                  + ", ".join(f"lr {lr:g}: {a:.4f} / {b:.4f}" for lr, (a, b) in init_runs.items())
                  + ".")
+  if variant_runs:
+    base_key = family["muon"][family_best_lr(family, "muon")][0]
+    described = {}
+    for label, key in {"as the alias (AdamW leaves at 1x, Jordan)": base_key,
+                       **variant_runs}.items():
+      reach_v = first_step_below(cache[key], target)
+      described[label] = {"run": key, "final_eval": final(cache[key]),
+                          "steps_ratio": None if reach_v is None else reach_v / args.steps}
+    summary["muon_variants"] = described
+    notes.append(f"Muon variants at its best lr {family_best_lr(family, 'muon'):g} "
+                 "(`--muon-variants`; final eval, steps ratio to tuned AdamW's final): "
+                 + "; ".join(f"{label}: {d['final_eval']:.4f}, "
+                             + ("-" if d["steps_ratio"] is None else f"{d['steps_ratio']:.2f}")
+                             for label, d in described.items()) + ".")
   if ns_runs:
     evals = {m: {r["step"]: r["eval_loss"] for r in cache[k] if "eval_loss" in r}
              for m, k in ns_runs.items()}
@@ -284,7 +332,7 @@ def main() -> None:
                  f"{final(cache[ns_runs['auto']]):.4f} with `auto` (Gram on the 1:4 matrices, "
                  f"the default); their eval curves differ by at most {diff:.1e}.")
   info = _common.machine_info()
-  _common.write_json("headline.json", {"machine": info, "summary": summary})
+  _common.write_json(f"{out_name}.json", {"machine": info, "summary": summary})
   if "muon_half_run" in summary:
     h = summary["muon_half_run_final_eval"]
     verdict = "reaches" if h <= target else "does not reach"
@@ -292,7 +340,9 @@ def main() -> None:
                  f"for {args.steps // 2} steps with its own schedule ({half_key}) ends at "
                  f"{h:.3f} vs tuned AdamW's {target:.3f} at {args.steps}: {verdict} it in 0.5x "
                  "the steps.")
-  md = (_common.md_header("Headline: Muon vs tuned AdamW on the default model", info,
+  title = "Headline: Muon vs tuned AdamW on the default model" + (
+      "" if args.batch is None else f", batch {args.batch}")
+  md = (_common.md_header(title, info,
                           "python benchmarks/headline.py" + "".join(f" {a}" for a in sys.argv[1:]),
                           notes)
         + "\n" + _common.md_table(["run", "final eval loss"], rows))
@@ -312,7 +362,7 @@ def main() -> None:
            "AdamW leaves at 0.1 throughout); wd_spread = max - min final eval.\n\n"
            + _common.md_table(["optimizer", "lr", *[f"wd {wd:g}" for wd in WD_GRID],
                                "wd_spread"], wd_rows))
-  _common.write_text("headline.md", md)
+  _common.write_text(f"{out_name}.md", md)
   print(md)
 
 

@@ -75,7 +75,7 @@ def check_positive_int(value: Any, name: str) -> None:
 
 
 def check_learning_rate(value: Any, name: str = "learning_rate") -> None:
-  """A float that is finite and > 0 (0 allowed), or a schedule that is so where probed.
+  """A float that is finite and >= 0, or a schedule that is so where probed.
 
   Examples:
     >>> check_learning_rate(3e-3)
