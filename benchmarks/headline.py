@@ -197,8 +197,8 @@ def main() -> None:
   bracket(lambda lr: final(cache[ensure("adamw", lr, args.steps)]),
           [float(lr) for lr in args.adamw_lrs.split(",")])
   suffix = f"/adam_ratio={args.muon_adam_ratio:g}" if args.muon_adam_ratio else ""
-  for steps in (args.steps, args.steps // 2) if args.half else (args.steps,):
-    ensure("muon", args.muon_lr, steps, args.muon_adam_ratio, suffix=suffix)
+  muon_keys = {steps: ensure("muon", args.muon_lr, steps, args.muon_adam_ratio, suffix=suffix)
+               for steps in ((args.steps, args.steps // 2) if args.half else (args.steps,))}
 
   family, seeds = {}, {}  # seeds: the second-seed rerun of each family optimizer's best lr
   wd_runs = {}  # name -> (lr, {weight decay: final eval})
@@ -246,7 +246,7 @@ def main() -> None:
   best_key = min(adamw, key=lambda k: final(adamw[k]))
   target = final(adamw[best_key])
   adamw_bracketed = bracketed({float(k.split("/")[1][3:]): final(v) for k, v in adamw.items()})
-  muon_key = f"muon/lr={args.muon_lr:g}/steps={args.steps}{batch_tag}" + suffix
+  muon_key = muon_keys[args.steps]
   reach = first_step_below(cache[muon_key], target)
   rows = [[k, final(v)] for k, v in cache.items() if in_setting(k)]
   ratio = None if reach is None else reach / args.steps
@@ -254,8 +254,8 @@ def main() -> None:
              "adamw_bracketed": adamw_bracketed, "adamw_final_eval": target,
              "muon": muon_key, "muon_final_eval": final(cache[muon_key]),
              "muon_steps_to_adamw_final": reach, "steps_ratio": ratio}
-  half_key = f"muon/lr={args.muon_lr:g}/steps={args.steps // 2}{batch_tag}" + suffix
-  if args.half and half_key in cache:
+  half_key = muon_keys.get(args.steps // 2)
+  if half_key is not None:
     summary["muon_half_run"] = half_key
     summary["muon_half_run_final_eval"] = final(cache[half_key])
     rows.append([half_key, final(cache[half_key])])
