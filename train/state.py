@@ -42,9 +42,14 @@ def opt_state_shardings(abstract_opt_state: Any, abstract_params: dict, param_sh
   return om.state_shardings(abstract_opt_state, abstract_params, param_shardings)
 
 
-def init_state(model_cfg: ModelConfig, tx: optax.GradientTransformation,
-               mesh: jax.sharding.Mesh, seed: int) -> tuple[nnx.GraphDef, TrainState, TrainState]:
-  """Returns `(graphdef, state, state_shardings)`; the state is created directly sharded."""
+def abstract_state(model_cfg: ModelConfig, tx: optax.GradientTransformation,
+                   mesh: jax.sharding.Mesh, seed: int = 0):
+  """`(graphdef, abstract_state, state_shardings, init)` without allocating anything.
+
+  `abstract_state` holds `jax.ShapeDtypeStruct`s; `init()` builds the real state (call it under
+  `jax.jit(init, out_shardings=state_shardings)`). `mesh` may hold devices of a topology that
+  is not attached (`train.aot`): nothing here runs on it.
+  """
   graphdef, abstract = abstract_model(model_cfg)
   abstract_params = nnx.to_pure_dict(abstract)
   param_shardings = models.param_shardings(abstract_params, models.logical_names(abstract), mesh)
@@ -53,11 +58,18 @@ def init_state(model_cfg: ModelConfig, tx: optax.GradientTransformation,
     params = nnx.to_pure_dict(_build(model_cfg, seed)[1])
     return TrainState(jnp.zeros((), jnp.int32), params, tx.init(params))
 
-  abstract_state = jax.eval_shape(init)
+  abstract = jax.eval_shape(init)
   shardings = TrainState(
       step=jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()),
       params=param_shardings,
-      opt_state=opt_state_shardings(abstract_state.opt_state, abstract_params, param_shardings,
+      opt_state=opt_state_shardings(abstract.opt_state, abstract_params, param_shardings,
                                     mesh))
+  return graphdef, abstract, shardings, init
+
+
+def init_state(model_cfg: ModelConfig, tx: optax.GradientTransformation,
+               mesh: jax.sharding.Mesh, seed: int) -> tuple[nnx.GraphDef, TrainState, TrainState]:
+  """Returns `(graphdef, state, state_shardings)`; the state is created directly sharded."""
+  graphdef, _, shardings, init = abstract_state(model_cfg, tx, mesh, seed)
   state = jax.jit(init, out_shardings=shardings)()
   return graphdef, state, shardings
