@@ -8,7 +8,9 @@
     python benchmarks/transfer.py --report-only
     python benchmarks/transfer.py --part sweep     # only the lr sweeps (+ second seeds)
     python benchmarks/transfer.py --report-only    # rebuild results/transfer.{json,md} + plots
-    python benchmarks/transfer.py --quick --out-dir /tmp/t   # smoke test (tests/test_transfer.py)
+    python benchmarks/transfer.py --quick --out-dir /tmp/t   # smoke test: every code path, tiny
+    python benchmarks/transfer.py --pilots         # variants of Muon++ and Muown (PILOTS), 2 widths
+    python benchmarks/transfer.py --pilots --report-only   # rebuild results/transfer_pilots.*
 
 Five optimizers, each with the initialization it calls for, on the repo's NNX
 transformer (byte-level LM on the stdlib source; fixed depth, sequence, batch and
@@ -24,9 +26,9 @@ name                optimizer                                              init
 ``muown``           ``muown``: Muon on directions, Adam on neuron norms    fan-in normal
 ==================  =====================================================  ============
 
-Protocol (each part resumable: finished runs are cached in
-``results/transfer.runs.json`` and skipped on a rerun, so the script can be
-interrupted and restarted at any point):
+Protocol (each part resumable: finished runs are cached in ``benchmarks/runs/transfer.json``
+(``_sweep.RunCache``) and skipped on a rerun, so the script can be interrupted and
+restarted at any point; every run records its AdamW leaves' lr, ``adam_lr``):
 
 1. ``sweep``: per optimizer and width, a factor-2 lr grid started around the best
    lr of the previous (narrower) width (or a prior for the first) and extended
@@ -42,6 +44,11 @@ interrupted and restarted at any point):
    sqrt(fan_out/fan_in) over hidden matrices (exact SVD), the update's spectral
    norm ‖ΔW‖₂ / sqrt(fan_out/fan_in), the spread (max/min) of per-neuron norms
    and Muon++'s ‖W‖₂ / bound, at steps 1, 2, 5, 10, 25 and every ``LONG_EVERY``.
+
+``--pilots``: the variants in ``PILOTS`` (an optimizer above with some options changed:
+the AdamW leaves' lr ratio, the scale, the weight radius, the init, Muown's magnitude lr),
+swept the same way at widths 32 and 128, seed 0 and 1 at the best lr; runs cached in
+``benchmarks/runs/transfer_pilots.json``, results in ``results/transfer_pilots.{md,json}``.
 
 Every run uses the trainer's library pieces through their functions (config ->
 ``trainer.model_config``, ``train.optimizer.make_optimizer``,
@@ -71,6 +78,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 
 import _common  # noqa: E402
+import _sweep  # noqa: E402
+from _sweep import best_of, bracketed, plateau, PLATEAU  # noqa: E402
 
 OPTS = ("adamw", "muon", "muon_mup", "muon_plus_plus", "muown")
 LABEL = {"adamw": "AdamW", "muon": "Muon (moonlight)", "muon_mup": "Muon (μP scale)",
@@ -87,87 +96,125 @@ SPEC = {
 # First-width lr grids (factor 2); later widths start around the previous width's best.
 PRIOR = {"adamw": 3.2e-2, "muon": 6.4e-2, "muon_mup": 8e-2, "muon_plus_plus": 8e-2,
          "muown": 6.4e-2}
+# --pilots: name -> (base optimizer of SPEC, changes to its spec, what it tests).
+PILOTS = {
+    "adamw": ("adamw", {}, "AdamW"),
+    "muon": ("muon", {}, "Muon, moonlight scale, wd 0.1"),
+    "muon_mup": ("muon_mup", {}, "Muon, μP scale + μP init, wd 0.1"),
+    "mpp_r1": ("muon_plus_plus", {"lr_ratios": {"adam_learning_rate": 1.0}},
+               "Muon++ before: AdamW leaves at the Muon++ lr (ratio 1)"),
+    "mpp": ("muon_plus_plus", {}, "Muon++ as in transfer.py (alias defaults)"),
+    "mpp_r03": ("muon_plus_plus", {"lr_ratios": {"adam_learning_rate": 0.3}},
+                "Muon++, AdamW leaves at 0.3x lr"),
+    "mpp_r03_jordan": ("muon_plus_plus", {"lr_ratios": {"adam_learning_rate": 0.3},
+                                          "options": {"scale": "jordan"}},
+                       "Muon++, leaves 0.3x, scale sqrt(max(1, out/in))"),
+    "mpp_r03_R8": ("muon_plus_plus", {"lr_ratios": {"adam_learning_rate": 0.3},
+                                      "options": {"weight_radius": 8.0}},
+                   "Muon++, leaves 0.3x, radius 8"),
+    "mpp_r03_R2": ("muon_plus_plus", {"lr_ratios": {"adam_learning_rate": 0.3},
+                                      "options": {"weight_radius": 2.0}},
+                   "Muon++, leaves 0.3x, radius 2"),
+    "mpp_r03_noR": ("muon_plus_plus", {"lr_ratios": {"adam_learning_rate": 0.3},
+                                       "options": {"weight_radius": None}},
+                    "Muon++, leaves 0.3x, no bound (no decay)"),
+    "mpp_r03_fanin": ("muon_plus_plus", {"lr_ratios": {"adam_learning_rate": 0.3},
+                                         "mup_init": False},
+                      "Muon++, leaves 0.3x, fan-in normal init"),
+    "mpp_jordan": ("muon_plus_plus", {"options": {"scale": "jordan"}},
+                   "Muon++, scale sqrt(max(1, out/in))"),
+    "mpp_R8": ("muon_plus_plus", {"options": {"weight_radius": 8.0}}, "Muon++, radius 8"),
+    "mpp_noR": ("muon_plus_plus", {"options": {"weight_radius": None}},
+                "Muon++, no bound (no decay at all)"),
+    "mpp_fanin": ("muon_plus_plus", {"mup_init": False}, "Muon++, fan-in normal init"),
+    "mpp_fanin_r1": ("muon_plus_plus", {"mup_init": False,
+                                        "lr_ratios": {"adam_learning_rate": 1.0}},
+                     "Muon++ before, as a new user runs it: fan-in init, leaves at the lr"),
+    "muown": ("muown", {}, "Muown as in transfer.py (wd 0)"),
+    "muown_wd01": ("muown", {"wd": 0.1}, "Muown, wd 0.1 (our trainer's old default)"),
+    "muown_mag03": ("muown", {"lr_ratios": {"magnitude_learning_rate": 0.3}},
+                    "Muown, magnitude lr 0.3x"),
+    "muown_mag3": ("muown", {"lr_ratios": {"magnitude_learning_rate": 3.0}},
+                   "Muown, magnitude lr 3x"),
+}
 WD_GRID = (0.0, 0.05, 0.1, 0.2, 0.4)
-PLATEAU = 0.02
 LONG_RUNS = (("muon", 0.0), ("muon", 0.1), ("muon_plus_plus", None), ("muown", None))
 LONG_EVERY = 50
-CACHE = "transfer.runs.json"
+
+
+def spec_of(opt: str, st: dict) -> dict:
+  """The spec of ``opt``: ``SPEC[opt]``, or in a ``--pilots`` setting a ``PILOTS``
+  variant's (its base's spec with the variant's changes)."""
+  if not st.get("pilots"):
+    return SPEC[opt]
+  base, changes, _ = PILOTS[opt]
+  spec = {**SPEC[base], "options": dict(SPEC[base]["options"]),
+          "lr_ratios": dict(SPEC[base].get("lr_ratios", {}))}
+  for k, v in changes.items():
+    if k in ("options", "lr_ratios"):
+      spec[k].update(v)
+    else:
+      spec[k] = v
+  return spec
+
+
+def label_of(opt: str, st: dict) -> str:
+  return PILOTS[opt][2] if st.get("pilots") else LABEL[opt]
+
+
+def prior_of(opt: str, st: dict) -> float:
+  return PRIOR[PILOTS[opt][0] if st.get("pilots") else opt]
 
 
 def settings(args) -> dict:
-  return {"widths": [int(w) for w in args.widths.split(",")], "layers": args.layers,
-          "heads": 4, "kv_heads": 2, "ff_ratio": 3, "seq": args.seq, "batch": args.batch,
-          "steps": args.steps, "warmup_frac": 0.1, "schedule": "cosine",
-          "final_lr_fraction": 0.1, "grad_clip": 1.0, "eval_steps": args.eval_steps,
-          "eval_every": args.eval_every, "long_steps": args.long_steps,
-          "max_extend": args.max_extend, "grid_points": args.grid_points,
-          "wd_grid": [float(x) for x in args.wd_grid.split(",")],
-          "long_width": args.long_width or int(args.widths.split(",")[0]),
-          "wd_width": args.wd_width or sorted(int(w) for w in args.widths.split(","))[
-              (len(args.widths.split(",")) - 1) // 2]}
+  out = {"widths": [int(w) for w in args.widths.split(",")], "layers": args.layers,
+         "heads": 4, "kv_heads": 2, "ff_ratio": 3, "seq": args.seq, "batch": args.batch,
+         "steps": args.steps, "warmup_frac": 0.1, "schedule": "cosine",
+         "final_lr_fraction": 0.1, "grad_clip": 1.0, "eval_steps": args.eval_steps,
+         "eval_every": args.eval_every, "long_steps": args.long_steps,
+         "max_extend": args.max_extend, "grid_points": args.grid_points,
+         "wd_grid": [float(x) for x in args.wd_grid.split(",")],
+         "long_width": args.long_width or int(args.widths.split(",")[0]),
+         "wd_width": args.wd_width or sorted(int(w) for w in args.widths.split(","))[
+             (len(args.widths.split(",")) - 1) // 2]}
+  if getattr(args, "pilots", False):
+    out["pilots"] = True
+  return out
 
 
-def make_config(st: dict, opt: str, width: int, lr: float, seed: int, wd: float | None,
-                steps: int):
-  """The trainer config of one run."""
+def run_spec(st: dict, opt: str, width: int, lr: float, seed: int, wd: float | None = None,
+             steps: int | None = None, kind: str = "sweep") -> dict:
+  """The run's ``_sweep`` spec (its cache key): ``adam_lr`` is the AdamW leaves' peak lr."""
+  ratio = spec_of(opt, st).get("lr_ratios", {}).get("adam_learning_rate", 1.0)
+  return {"opt": opt, "kind": kind, "width": width, "lr": lr,
+          "adam_lr": _sweep.grid_value(lr * ratio), "seed": seed, "wd": wd,
+          "steps": st["steps"] if steps is None else steps}
+
+
+def make_config(st: dict, run: dict):
+  """The trainer config of one run (``run``: a ``run_spec``)."""
   from train.configs import default
 
-  spec = SPEC[opt]
+  spec = spec_of(run["opt"], st)
   c = default.get_config()
-  c.seed = seed
-  c.train_steps = steps
   c.batch_size, c.seq_len, c.eval_steps = st["batch"], st["seq"], st["eval_steps"]
   c.model.preset = "tiny"
+  width = run["width"]
   c.model.d_model, c.model.n_layers = width, st["layers"]
   c.model.n_heads, c.model.n_kv_heads = st["heads"], st["kv_heads"]
   c.model.d_ff, c.model.max_len = st["ff_ratio"] * width, st["seq"]
   c.model.mup_init = spec["mup_init"]
-  c.optimizer.name = spec["name"]
-  c.optimizer.learning_rate = lr
-  c.optimizer.weight_decay = spec["wd"] if wd is None else wd
-  c.optimizer.warmup_steps = max(int(steps * st["warmup_frac"]), 1)
+  c.optimizer.warmup_steps = max(int(run["steps"] * st["warmup_frac"]), 1)
   c.optimizer.schedule = st["schedule"]
   c.optimizer.final_lr_fraction = st["final_lr_fraction"]
   c.optimizer.grad_clip = st["grad_clip"]
-  for k, v in spec["options"].items():
-    c.optimizer.options[k] = v
-  for k, v in spec.get("lr_ratios", {}).items():
-    c.optimizer.lr_ratios[k] = float(v)
-  return c
-
-
-def run_key(opt, width, lr, seed, wd, steps, kind="sweep"):
-  return f"{kind}/{opt}/d{width}/lr{lr:.4g}/s{seed}/wd{'def' if wd is None else f'{wd:g}'}/n{steps}"
-
-
-class Cache:
-  """Finished runs keyed by `run_key`, in one JSON file.
-
-  Several processes may share the file (e.g. ``--part long`` next to ``--part sweep``,
-  which roughly doubles throughput on small models that do not fill the cores): each save
-  takes a lock, re-reads the file and merges its own runs into it.
-  """
-
-  def __init__(self, path):
-    self.path = path
-    self.runs = json.load(open(path)) if os.path.exists(path) else {}
-
-  def save(self):
-    import fcntl
-
-    with open(self.path + ".lock", "w") as lock:
-      fcntl.flock(lock, fcntl.LOCK_EX)
-      if os.path.exists(self.path):
-        self.runs = {**json.load(open(self.path)), **self.runs}
-      tmp = self.path + ".tmp"
-      with open(tmp, "w") as f:
-        json.dump(self.runs, f)
-      os.replace(tmp, self.path)
-
-  def refresh(self):
-    """Adds the runs other processes have saved since."""
-    if os.path.exists(self.path):
-      self.runs = {**json.load(open(self.path)), **self.runs}
+  fields = {"optimizer": spec["name"], "lr": run["lr"], "adam_lr": run["adam_lr"],
+            "steps": run["steps"], "seed": run["seed"],
+            "wd": spec["wd"] if run["wd"] is None else run["wd"]}
+  fields.update({f"options.{k}": v for k, v in spec["options"].items()})
+  fields.update({f"lr_ratios.{k}": float(v) for k, v in spec.get("lr_ratios", {}).items()
+                 if k != "adam_learning_rate"})
+  return _sweep.trainer_config(fields, c)
 
 
 _DATA = {}
@@ -185,17 +232,16 @@ def _data(config):
 
 
 def _hidden(params):
-  """[(name, [B, fan_in, fan_out] float64)] of the hidden matrices of a host param tree."""
+  """[(name, [B, fan_in, fan_out] float64)] of the hidden (Muon) matrices of a host param tree."""
   import jax
-  import optax_muon as om
-  from train.labels import HIDDEN_KINDS
+  from train import labels
 
+  dims = jax.tree.leaves(labels.dimension_numbers(params), is_leaf=lambda x: x is None)
   out = []
-  for path, x in jax.tree_util.tree_leaves_with_path(params):
-    name = om.path_to_str(path)
-    if x.ndim >= 2 and om.path_kind(name) in HIDDEN_KINDS:
+  for (path, x), dn in zip(jax.tree_util.tree_leaves_with_path(params), dims):
+    if dn is not None:
       a = np.asarray(x, np.float64)
-      out.append((name, a.reshape(-1, *a.shape[-2:])))
+      out.append((jax.tree_util.keystr(path), a.reshape(-1, *a.shape[-2:])))
   return out
 
 
@@ -224,9 +270,8 @@ def spectra(before, after, radius=None) -> dict:
   return out
 
 
-def train_one(cache, st, opt, width, lr, seed, wd=None, steps=None, kind="sweep",
-              log_steps=(), verbose=True):
-  """Trains one run unless cached; returns its record."""
+def train(st: dict, run: dict, log_steps=()) -> dict:
+  """Trains one run (a ``run_spec``) with the trainer's pieces; returns its record."""
   import jax
   import models
   from train import mesh as mesh_lib
@@ -236,11 +281,8 @@ def train_one(cache, st, opt, width, lr, seed, wd=None, steps=None, kind="sweep"
   from train.state import init_state
   from train.step import jit_steps
 
-  steps = st["steps"] if steps is None else steps
-  key = run_key(opt, width, lr, seed, wd, steps, kind)
-  if key in cache.runs:
-    return cache.runs[key]
-  config = make_config(st, opt, width, lr, seed, wd, steps)
+  steps, seed = run["steps"], run["seed"]
+  config = make_config(st, run)
   t0, c0 = time.perf_counter(), time.process_time()
   builder, eval_host = _data(config)
   model_cfg = trainer.model_config(config.model)
@@ -252,7 +294,7 @@ def train_one(cache, st, opt, width, lr, seed, wd=None, steps=None, kind="sweep"
   eval_data = [pipeline.to_global(b, batch_sharding) for b in eval_host]
   data_iter = iter(pipeline.train_dataset(config, builder))
   radius = None
-  if SPEC[opt]["name"] == "muon_plus_plus":
+  if spec_of(run["opt"], st)["name"] == "muon_plus_plus":
     import inspect
     import optax_muon as om
     radius = config.optimizer.options.get(
@@ -283,14 +325,21 @@ def train_one(cache, st, opt, width, lr, seed, wd=None, steps=None, kind="sweep"
           diverged = True
           break
   final = curve[-1][1] if curve and not diverged else math.inf
-  rec = {"opt": opt, "width": width, "lr": lr, "seed": seed, "wd": wd, "steps": steps,
-         "kind": kind, "final_eval": final, "diverged": diverged, "eval_curve": curve,
-         "train_loss": losses, "spectra": spec_rows, "seconds": time.perf_counter() - t0,
-         "cpu_seconds": time.process_time() - c0}
-  cache.runs[key] = rec
-  cache.save()
-  if verbose:
-    print(f"[transfer] {key}: final eval {final:.4f} ({rec['seconds']:.0f}s)", flush=True)
+  return {"final_eval": final, "diverged": diverged, "eval_curve": curve,
+          "train_loss": losses, "spectra": spec_rows, "seconds": time.perf_counter() - t0,
+          "cpu_seconds": time.process_time() - c0}
+
+
+def train_one(cache, st, opt, width, lr, seed, wd=None, steps=None, kind="sweep",
+              log_steps=(), verbose=True):
+  """The record of one run, trained first unless cached."""
+  run = run_spec(st, opt, width, lr, seed, wd, steps, kind)
+  rec = cache.get(run)
+  if rec is None:
+    rec = cache.put(run, train(st, run, log_steps))
+    if verbose:
+      print(f"[transfer] {_sweep.run_key(run)}: final eval {rec['final_eval']:.4f} "
+            f"({rec['seconds']:.0f}s)", flush=True)
   return rec
 
 
@@ -299,50 +348,19 @@ def train_one(cache, st, opt, width, lr, seed, wd=None, steps=None, kind="sweep"
 
 def sweep_runs(cache, opt, width, steps, seed=0):
   """{lr: final eval} of the seed's sweep runs."""
-  return {r["lr"]: r["final_eval"] for r in cache.runs.values()
-          if r["kind"] == "sweep" and r["opt"] == opt and r["width"] == width
-          and r["seed"] == seed and r["steps"] == steps and r["wd"] is None}
-
-
-def bracketed(losses: dict) -> bool:
-  if len(losses) < 3:
-    return False
-  lrs = sorted(losses)
-  i = min(range(len(lrs)), key=lambda j: losses[lrs[j]])
-  return 0 < i < len(lrs) - 1
-
-
-def best_of(losses: dict):
-  lr = min(losses, key=lambda k: losses[k])
-  return lr, losses[lr]
-
-
-def plateau(losses: dict, tol=PLATEAU):
-  lr_best, l_best = best_of(losses)
-  good = [lr for lr, l in losses.items() if l <= l_best + tol]
-  return [min(good), max(good)]
-
-
-def _grid_lr(x):
-  """Rounds to 4 significant digits so that factor-2 grids hit the same keys."""
-  return float(f"{x:.4g}")
+  return {r["spec"]["lr"]: r["final_eval"]
+          for r in cache.find(kind="sweep", opt=opt, width=width, seed=seed, steps=steps, wd=None)}
 
 
 def sweep(cache, st, opt, width, center, verbose=True):
-  """Runs lrs center·2^j (3 points by default: center/2, center, 2·center), then extends the
-  grid by factors of 2 on the side of the best until it has a worse neighbour on both sides."""
+  """lrs center·2^j (3 points by default: center/2, center, 2·center) and every lr already
+  run at this width, extended by factors of 2 until bracketed (``_sweep.bracket``); then
+  the best lr again with seed 1. Returns the best lr."""
   k = st["grid_points"] // 2
-  for j in range(-k, st["grid_points"] - k):
-    train_one(cache, st, opt, width, _grid_lr(center * 2.0 ** j), 0, verbose=verbose)
-  for _ in range(st["max_extend"]):
-    losses = sweep_runs(cache, opt, width, st["steps"])
-    if bracketed(losses):
-      break
-    lrs = sorted(losses)
-    lr_best, _ = best_of(losses)
-    nxt = lrs[0] / 2 if lr_best == lrs[0] else lrs[-1] * 2
-    train_one(cache, st, opt, width, _grid_lr(nxt), 0, verbose=verbose)
-  lr_best, _ = best_of(sweep_runs(cache, opt, width, st["steps"]))
+  grid = {_sweep.grid_value(center * 2.0 ** j) for j in range(-k, st["grid_points"] - k)}
+  grid |= set(sweep_runs(cache, opt, width, st["steps"]))
+  loss_at = lambda lr: train_one(cache, st, opt, width, lr, 0, verbose=verbose)["final_eval"]
+  lr_best, _ = best_of(_sweep.bracket(loss_at, sorted(grid), max_extend=st["max_extend"]))
   train_one(cache, st, opt, width, lr_best, 1, verbose=verbose)
   return lr_best
 
@@ -354,7 +372,7 @@ def run_sweeps(cache, st, opts, verbose=True):
     for opt in opts:
       narrower = [w for w in sorted(st["widths"]) if w < width]
       center = best_lr(cache, st, opt, narrower[-1]) if narrower else None
-      sweep(cache, st, opt, width, center or PRIOR[opt], verbose=verbose)
+      sweep(cache, st, opt, width, center or prior_of(opt, st), verbose=verbose)
 
 
 def best_lr(cache, st, opt, width):
@@ -369,7 +387,7 @@ def run_wd(cache, st, opts, verbose=True):
     if lr is None:
       continue
     for wd in st["wd_grid"]:
-      if wd != SPEC[opt]["wd"]:  # the default is the sweep's own run at that lr
+      if wd != spec_of(opt, st)["wd"]:  # the default is the sweep's own run at that lr
         train_one(cache, st, opt, width, lr, 0, wd=wd, kind="wd", verbose=verbose)
 
 
@@ -389,13 +407,16 @@ def run_long(cache, st, verbose=True):
 
 
 def summarize(cache, st, opts) -> dict:
-  """The results JSON: per optimizer and width, best lr / loss / plateau; wd_spread; long runs."""
+  """The results JSON: per optimizer and width, best lr / loss / plateau / the AdamW leaves'
+  lr at the best lr; wd_spread; long runs."""
   out = {"widths": [str(w) for w in sorted(st["widths"])], "settings": st,
          "plateau_tol": PLATEAU, "wd_grid": st["wd_grid"], "optimizers": {}, "long": {}}
   for opt in opts:
-    res = {"best_lr": {}, "best_loss": {}, "best_loss_seeds": {}, "plateau": {}, "sweep": {},
-           "wd_losses": {}, "wd_spread": None, "init": "mup" if SPEC[opt]["mup_init"] else
-           "fan_in", "options": SPEC[opt]["options"], "default_wd": SPEC[opt]["wd"]}
+    spec = spec_of(opt, st)
+    res = {"best_lr": {}, "adam_lr": {}, "best_loss": {}, "best_loss_seeds": {}, "plateau": {},
+           "sweep": {}, "wd_losses": {}, "wd_spread": None,
+           "init": "mup" if spec["mup_init"] else "fan_in", "options": spec["options"],
+           "default_wd": spec["wd"]}
     for width in sorted(st["widths"]):
       losses = sweep_runs(cache, opt, width, st["steps"])
       if not losses:
@@ -405,28 +426,30 @@ def summarize(cache, st, opts) -> dict:
       seeds = [losses[lr_b]] + [l for l in [sweep_runs(cache, opt, width, st["steps"], 1)
                                              .get(lr_b)] if l is not None]
       res["best_lr"][w] = lr_b
+      res["adam_lr"][w] = run_spec(st, opt, width, lr_b, 0)["adam_lr"]
       res["best_loss"][w] = float(np.mean(seeds))
       res["best_loss_seeds"][w] = seeds
       res["plateau"][w] = plateau(losses)
       res["sweep"][w] = {f"{lr:g}": losses[lr] for lr in sorted(losses)}
       res.setdefault("bracketed", {})[w] = bracketed(losses)
-    wds = {r["wd"]: r["final_eval"] for r in cache.runs.values()
-           if r["kind"] == "wd" and r["opt"] == opt and r["width"] == st["wd_width"]
-           and r["steps"] == st["steps"] and r["wd"] in st["wd_grid"]}
+    wds = {r["spec"]["wd"]: r["final_eval"]
+           for r in cache.find(kind="wd", opt=opt, width=st["wd_width"], steps=st["steps"])
+           if r["spec"]["wd"] in st["wd_grid"]}
     lr_wd = best_lr(cache, st, opt, st["wd_width"])
-    if wds and lr_wd is not None and SPEC[opt]["wd"] in st["wd_grid"]:
-      wds[SPEC[opt]["wd"]] = sweep_runs(cache, opt, st["wd_width"], st["steps"])[lr_wd]
+    if wds and lr_wd is not None and spec["wd"] in st["wd_grid"]:
+      wds[spec["wd"]] = sweep_runs(cache, opt, st["wd_width"], st["steps"])[lr_wd]
     if wds:
       res["wd_losses"] = {f"{k:g}": v for k, v in sorted(wds.items())}
       finite = [v for v in wds.values() if math.isfinite(v)]
       res["wd_spread"] = float(max(finite) - min(finite)) if finite else None
       res["wd_lr"] = lr_wd
     out["optimizers"][opt] = res
-  for r in cache.runs.values():
-    if r["kind"] == "long" and r["width"] == st["long_width"] and r["steps"] == st["long_steps"]:
-      name = f"{r['opt']}" + (f"_wd{r['wd']:g}" if r["wd"] is not None else "")
-      out["long"][name] = {"lr": r["lr"], "wd": r["wd"], "final_eval": r["final_eval"],
-                           "spectra": r["spectra"], "eval_curve": r["eval_curve"]}
+  for r in cache.find(kind="long", width=st["long_width"], steps=st["long_steps"]):
+    run = r["spec"]
+    name = f"{run['opt']}" + (f"_wd{run['wd']:g}" if run["wd"] is not None else "")
+    out["long"][name] = {"lr": run["lr"], "adam_lr": run["adam_lr"], "wd": run["wd"],
+                         "final_eval": r["final_eval"], "spectra": r["spectra"],
+                         "eval_curve": r["eval_curve"]}
   out["claims"] = claims(out)
   return out
 
@@ -446,7 +469,7 @@ def claims(out) -> list[str]:
   moves = {k: _move(v["best_lr"]) for k, v in o.items()}
   if moves.get("muon_plus_plus"):
     m = moves["muon_plus_plus"]
-    other = ", ".join(f"{LABEL[k]} {v:.0f}x" for k, v in moves.items()
+    other = ", ".join(f"{label_of(k, out['settings'])} {v:.0f}x" for k, v in moves.items()
                       if k != "muon_plus_plus" and v is not None)
     lines.append(f"Muon++ best lr moves by {m:.0f}x across d_model {span} (goal <= 2x): "
                  f"{'met' if m <= 2 + 1e-9 else 'NOT met'}; " + other + ".")
@@ -459,7 +482,7 @@ def claims(out) -> list[str]:
           continue
         parts.append(f"d{w} {a:.3f} vs {b:.3f}")
         ok &= a <= b + goal
-      lines.append(f"{LABEL[name]} best loss vs Muon's (goal <= Muon{' + 0.01' if goal else ''}): "
+      lines.append(f"{label_of(name, out['settings'])} best loss vs Muon's (goal <= Muon{' + 0.01' if goal else ''}): "
                    + ", ".join(parts) + f": {'met' if ok else 'NOT met'}.")
   if "muown" in o and "muon" in o:
     parts, ok = [], True
@@ -510,7 +533,7 @@ def plots(out, out_dir):
       ax.plot(lrs, ls, "o-", ms=3, color=cmap(j / max(len(widths) - 1, 1)), label=f"d={w}")
     ax.set_xscale("log")
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # no overlapping labels
-    ax.set_title(LABEL[opt])
+    ax.set_title(label_of(opt, out["settings"]))
     ax.set_xlabel("learning rate")
     ax.grid(alpha=0.3)
   axes[0][0].set_ylabel("final eval loss (nats/byte)")
@@ -575,10 +598,12 @@ def report(out, out_dir, command, info):
         continue
       seeds = res["best_loss_seeds"][w]
       p = res["plateau"][w]
-      rows.append([LABEL[opt], w, f"{res['best_lr'][w]:g}", " / ".join(f"{s:.4f}" for s in seeds),
+      rows.append([label_of(opt, st), w, f"{res['best_lr'][w]:g}", f"{res['adam_lr'][w]:g}",
+                   " / ".join(f"{s:.4f}" for s in seeds),
                    f"{res['best_loss'][w]:.4f}", f"{p[0]:g} – {p[1]:g}",
                    f"{p[1] / p[0]:.0f}x", "yes" if res["bracketed"][w] else "NO"])
-  text += _common.md_table(["optimizer", "d_model", "best lr", "final eval (seeds)", "mean",
+  text += _common.md_table(["optimizer", "d_model", "best lr", "AdamW leaves lr",
+                            "final eval (seeds)", "mean",
                             "plateau lr", "plateau width", "bracketed"], rows)
   text += "\n![loss vs lr per width](transfer.png)\n"
   text += "\n## Weight-decay sensitivity\n\n"
@@ -586,7 +611,7 @@ def report(out, out_dir, command, info):
   for opt, res in out["optimizers"].items():
     if res["wd_losses"]:
       wl = res["wd_losses"]
-      rows.append([LABEL[opt], f"{res.get('wd_lr', float('nan')):g}",
+      rows.append([label_of(opt, st), f"{res.get('wd_lr', float('nan')):g}",
                    *[f"{wl.get(f'{wd:g}', float('nan')):.4f}" for wd in st["wd_grid"]],
                    f"{res['wd_spread']:.4f}" if res["wd_spread"] is not None else "n/a"])
   text += _common.md_table(
@@ -615,7 +640,7 @@ def report(out, out_dir, command, info):
   rows = []
   for opt, res in out["optimizers"].items():
     for w, sw in res["sweep"].items():
-      rows.append([LABEL[opt], w, ", ".join(f"{k}: {v:.3f}" for k, v in sw.items())])
+      rows.append([label_of(opt, st), w, ", ".join(f"{k}: {v:.3f}" for k, v in sw.items())])
   text += _common.md_table(["optimizer", "d_model", "lr: loss"], rows)
   with open(os.path.join(out_dir, "transfer.md"), "w") as f:
     f.write(text)
@@ -623,37 +648,88 @@ def report(out, out_dir, command, info):
     json.dump({"machine": info, "command": command, **out}, f, indent=1)
 
 
-def main(argv=None):
+def pilot_report(out, out_dir, command, info):
+  """results/transfer_pilots.{md,json}: one row per variant and width."""
+  st = out["settings"]
+  rows = []
+  for name, res in out["optimizers"].items():
+    for w in out["widths"]:
+      if w in res["best_lr"]:
+        pl = res["plateau"][w]
+        rows.append([name, PILOTS[name][2], w, f"{res['best_lr'][w]:g}", f"{res['adam_lr'][w]:g}",
+                     " / ".join(f"{x:.4f}" for x in res["best_loss_seeds"][w]),
+                     f"{pl[0]:g}–{pl[1]:g}", "yes" if res["bracketed"][w] else "NO",
+                     ", ".join(f"{k}: {v:.3f}" for k, v in res["sweep"][w].items())])
+  text = _common.md_header(
+      "Pilots: what closes Muon++'s gap, what gives Muown its edge", info, command,
+      [f"Same setup as transfer.py: {st['layers']} layers, d_ff 3·d, {st['steps']} steps of "
+       f"{st['batch']}x{st['seq']} bytes, cosine, warmup 10%; factor-2 lr grids extended until "
+       "bracketed; final eval loss of seed 0 and seed 1 at the best lr. AdamW leaves lr: their "
+       "peak lr at the best lr."])
+  text += "\n" + _common.md_table(["variant", "what", "d_model", "best lr", "AdamW leaves lr",
+                                   "final eval (seeds)", "plateau (0.02)", "bracketed",
+                                   "sweep lr: loss"], rows)
+  with open(os.path.join(out_dir, "transfer_pilots.md"), "w") as f:
+    f.write(text)
+  with open(os.path.join(out_dir, "transfer_pilots.json"), "w") as f:
+    json.dump({"machine": info, **out, "variants": {k: PILOTS[k][2] for k in out["optimizers"]}},
+              f, indent=1, default=lambda x: None if isinstance(x, float) and math.isnan(x) else x)
+  print(text)
+
+
+def parse_args(argv=None):
   p = argparse.ArgumentParser(description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--widths", default="16,32,64,128")
+  p.add_argument("--widths", default=None, help="default 16,32,64,128 (--pilots: 32,128)")
   p.add_argument("--layers", type=int, default=2)
   p.add_argument("--seq", type=int, default=64)
   p.add_argument("--batch", type=int, default=16)
   p.add_argument("--steps", type=int, default=300)
-  p.add_argument("--eval-steps", type=int, default=32)
+  p.add_argument("--eval-steps", type=int, default=None, help="default 32 (--pilots: 8)")
   p.add_argument("--eval-every", type=int, default=100)
   p.add_argument("--long-steps", type=int, default=3000)
   p.add_argument("--long-width", type=int, default=0, help="default: the smallest width")
   p.add_argument("--wd-width", type=int, default=0, help="default: the middle width")
-  p.add_argument("--optimizers", default=",".join(OPTS))
+  p.add_argument("--optimizers", default=None,
+                 help=f"default {','.join(OPTS)} (--pilots: every variant in PILOTS)")
   p.add_argument("--wd-grid", default=",".join(f"{w:g}" for w in WD_GRID))
   p.add_argument("--max-extend", type=int, default=8, help="most grid extensions per sweep")
   p.add_argument("--grid-points", type=int, default=3, help="initial lr grid points per sweep")
   p.add_argument("--part", default="sweep,wd,long", help="any of sweep, wd, long")
+  p.add_argument("--pilots", action="store_true",
+                 help="sweep the PILOTS variants (lr sweeps only) into results/transfer_pilots.*")
   p.add_argument("--out-dir", default=str(_common.RESULTS_DIR))
+  p.add_argument("--runs-dir", default=None,
+                 help="where the run cache lives (default benchmarks/runs; --quick: --out-dir)")
   p.add_argument("--quick", action="store_true",
                  help="smoke test: 1 layer, widths 16,32, 8 steps, one lr, 12-step long runs")
-  p.add_argument("--report-only", action="store_true")
+  p.add_argument("--report-only", action="store_true",
+                 help="train nothing: rebuild the results and plots from the cached runs")
   args = p.parse_args(argv)
+  if args.widths is None:
+    args.widths = "32,128" if args.pilots else "16,32,64,128"
+  if args.eval_steps is None:
+    args.eval_steps = 8 if args.pilots else 32
+  if args.optimizers is None:
+    args.optimizers = ",".join(PILOTS if args.pilots else OPTS)
+  if args.pilots:
+    args.part, args.long_steps, args.wd_grid = "sweep", 0, "0.1"
   if args.quick:  # every code path once, as few compiles as possible
     args.widths, args.steps, args.eval_every, args.eval_steps = "16,32", 8, 4, 1
     args.long_steps, args.batch, args.seq, args.layers = 12, 4, 32, 1
     args.max_extend, args.grid_points, args.wd_grid = 0, 1, "0,0.1"
+  if args.runs_dir is None:
+    args.runs_dir = args.out_dir if args.quick else str(_sweep.RUNS_DIR)
+  return args
+
+
+def main(argv=None):
+  args = parse_args(argv)
   st = settings(args)
   opts = [o for o in args.optimizers.split(",") if o]
   os.makedirs(args.out_dir, exist_ok=True)
-  cache = Cache(os.path.join(args.out_dir, CACHE))
+  name = "transfer_pilots" if args.pilots else "transfer"
+  cache = _sweep.RunCache(os.path.join(args.runs_dir, f"{name}.json"))
   command = "python benchmarks/transfer.py" + "".join(
       f" {a}" for a in (sys.argv[1:] if argv is None else argv))
   info = _common.machine_info()
@@ -665,6 +741,10 @@ def main(argv=None):
       run_wd(cache, st, opts)
     if "long" in parts:
       run_long(cache, st)
+  if args.pilots:
+    present = [o for o in opts if cache.find(opt=o)]
+    pilot_report(summarize(cache, st, present), args.out_dir, command, info)
+    return
   out = summarize(cache, st, opts)
   report(out, args.out_dir, command, info)
   plots(out, args.out_dir)

@@ -164,12 +164,12 @@ def compare():
 
 # AdamW vs Muon vs Muon++ vs Muown
 
-A small version of `benchmarks/quality.py`: the same tiny byte-level transformer and data
+A small version of `benchmarks/headline.py`: the same tiny byte-level transformer and data
 stream trained with each optimizer for the same number of steps; eval loss against steps
 and against wall-clock time, and the largest weight spectral norm over the hidden matrices.
 Defaults are sized for a 2-core CPU (about a minute per optimizer); raise `STEPS`, the
 model size or the batch for a clearer picture (the benchmark's numbers are in
-`benchmarks/results/quality.md`)."""),
+`benchmarks/results/headline.md`)."""),
       code(INSTALL),
       code(SETUP),
       code(DATA),
@@ -230,9 +230,9 @@ for name, h in history.items():  # first eval at or below AdamW's final eval los
   hit = [s for s, e in zip(h["step"], h["eval"]) if e <= target]
   print(f"{name:7s} reaches AdamW's final eval loss {target:.3f} at step "
         f"{hit[0] if hit else '—'} of {STEPS}")"""),
-      md("""With so few steps the ranking is noisy; `benchmarks/quality.py` runs the full
-protocol (lr sweeps, 2 seeds, two model sizes, and runs without weight decay that show the
-spectral-norm drift Muon++ and Muown are designed to prevent)."""),
+      md("""With so few steps the ranking is noisy; `benchmarks/headline.py --family --wd` runs the full
+protocol (bracketed lr sweeps, 2 seeds, weight decay 0-0.4); `benchmarks/transfer.py` adds
+widths and the 3,000-step spectral norms that Muon++ bounds."""),
   ]
 
 
