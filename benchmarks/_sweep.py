@@ -208,5 +208,5 @@ def trainer_config(spec: Mapping[str, Any], config=None):
   for k, v in spec.items():
     section, _, name = k.partition(".")
     if name and section in ("model", "options", "lr_ratios"):
-      setattr(c[section], name, v)
+      setattr(c.model if section == "model" else c.optimizer[section], name, v)
   return c
