@@ -240,7 +240,10 @@ def main(argv=None):
         sizes, {g: [per_size[m][g][stat] for m in sizes] for g in groups})
   medians = {g: [per_size[m][g]["sigma_q50"] for m in sizes] for g in groups}
   cand_path = os.path.join(_common.RESULTS_DIR, "ns_variants.json")
-  candidates = omd.load_candidates(cand_path)
+  candidates = None  # the analytic table unless the variant benchmark's rows are there
+  if os.path.exists(cand_path):
+    with open(cand_path) as f:
+      candidates = omd.candidates_from_rows(json.load(f)["rows"])
   recipe = omd.recommend_ns_schedule(sizes, medians, target, n_layers=args.n_layers,
                                      candidates=candidates)
   old = os.path.join(_common.RESULTS_DIR, args.name + ".json")

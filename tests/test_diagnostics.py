@@ -326,22 +326,17 @@ def test_recommend_cheaper_for_large_median_stronger_for_small():
   assert not rec2.groups["o/d3"]["ok"]
 
 
-def test_candidates_loader(tmp_path):
-  assert omd.load_candidates(str(tmp_path / "missing.json")) is None
-  bad = tmp_path / "bad.json"
-  bad.write_text("{not json")
-  assert omd.load_candidates(str(bad)) is None
-  good = tmp_path / "ns_variants.json"
-  good.write_text(json.dumps({"rows": [
-      {"schedule": "jordan", "normalization": "frobenius", "steps": 4,
-       "threshold": {"0.5": 3e-3}, "relative_cost": 0.5},
-      {"schedule": "polar_express", "normalization": "frobenius", "steps": 7,
-       "threshold": {"0.5": 1e-4}, "relative_cost": 1.4},
-      {"schedule": "broken"}]}))
-  cands = omd.load_candidates(str(good))
-  assert [c.steps for c in cands] == [4, 7]
+def test_candidates_from_rows():
+  rows = [{"schedule": "jordan", "normalization": "frobenius", "steps": 4,
+           "threshold": {"0.5": 3e-3, "0.9": None}, "relative_cost": 0.5},
+          {"schedule": "polar_express", "normalization": "frobenius", "steps": 7,
+           "threshold": {"0.5": 1e-4}, "relative_cost": 1.4}]
+  cands = omd.candidates_from_rows(rows)
+  assert [c.steps for c in cands] == [4, 7] and cands[0].threshold == {0.5: 3e-3}
+  with pytest.raises(ValueError, match="row 1"):
+    omd.candidates_from_rows([rows[0], {"schedule": "broken"}])
   rec = omd.recommend_ns_schedule([1e6, 4e6], {"q/d0": [1e-2, 1e-2], "k/d0": [1e-3, 5e-4]},
-                                  1e7, candidates=str(good))
+                                  1e7, candidates=cands)
   assert rec.groups["q/d0"]["steps"] == 4 and rec.groups["k/d0"]["steps"] == 7
 
 

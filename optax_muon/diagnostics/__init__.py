@@ -44,9 +44,9 @@ from optax_muon.diagnostics.recipe import NSCandidate
 from optax_muon.diagnostics.recipe import NSRecipe
 from optax_muon.diagnostics.recipe import PowerLaw
 from optax_muon.diagnostics.recipe import analytic_candidates
+from optax_muon.diagnostics.recipe import candidates_from_rows
 from optax_muon.diagnostics.recipe import fit_spectral_power_law
 from optax_muon.diagnostics.recipe import group_regex
-from optax_muon.diagnostics.recipe import load_candidates
 from optax_muon.diagnostics.recipe import recommend_ns_schedule
 from optax_muon.diagnostics.probes import DiagnosticsConfig
 from optax_muon.diagnostics.probes import MatrixStats
@@ -65,13 +65,13 @@ __all__ = [
     "SpectralProbeState",
     "analytic_candidates",
     "attention_logit_summary",
+    "candidates_from_rows",
     "depth_bucket",
     "fit_spectral_power_law",
     "group_regex",
     "group_stats",
     "layer_index",
     "layer_type",
-    "load_candidates",
     "matrix_group",
     "momentum_spectrum",
     "ns_failure_threshold",

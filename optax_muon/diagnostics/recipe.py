@@ -12,9 +12,7 @@ aliases' per-leaf ``ns_schedule``/``ns_steps`` mappings (``{regex: value}``,
 ``re.search`` on leaf paths, first match wins).
 """
 
-import json
 import math
-import os
 from typing import Any, Iterable, Mapping, NamedTuple, Sequence
 
 import numpy as np
@@ -28,7 +26,7 @@ __all__ = [
     "NSRecipe",
     "fit_spectral_power_law",
     "analytic_candidates",
-    "load_candidates",
+    "candidates_from_rows",
     "recommend_ns_schedule",
     "group_regex",
 ]
@@ -117,35 +115,33 @@ def analytic_candidates(schedules: Iterable[str] = ("jordan", "polar_express", "
   return out
 
 
-def load_candidates(path: str) -> list[NSCandidate] | None:
-  """Candidates from a measured table (e.g. the repo's ``benchmarks/results/ns_variants.json``).
+def candidates_from_rows(rows: Iterable[Mapping[str, Any]]) -> list[NSCandidate]:
+  """Candidates from measured rows (plain data, e.g. the ``rows`` of a variant benchmark).
 
-  Returns ``None`` if the file is absent or unreadable.
+  Each row needs ``schedule``, ``steps``, ``threshold`` (``{level: σ}``; ``None`` or
+  non-finite entries are levels the row did not reach) and ``relative_cost``;
+  ``normalization`` defaults to ``"frobenius"``.
 
-  Accepts a list of rows or ``{"rows": [...]}`` / ``{"candidates": [...]}``; each
-  row needs ``schedule``, ``normalization``, ``steps``, ``threshold`` (``{level: σ}``)
-  and ``relative_cost``. Malformed rows are skipped.
+  Raises:
+    ValueError: naming the first row that lacks a field or holds a malformed value.
+
+  Examples:
+    >>> rows = [{"schedule": "jordan", "steps": 4, "threshold": {"0.5": 3e-3, "0.9": None},
+    ...          "relative_cost": 0.8}]
+    >>> candidates_from_rows(rows)[0].threshold
+    {0.5: 0.003}
   """
-  if not os.path.exists(path):
-    return None
-  try:
-    with open(path) as f:
-      data = json.load(f)
-  except (OSError, ValueError):
-    return None
-  rows = data
-  if isinstance(data, Mapping):
-    rows = data.get("rows", data.get("candidates", data.get("variants", [])))
   out = []
-  for row in rows if isinstance(rows, list) else []:
+  for i, row in enumerate(rows):
     try:
       thr = {float(k): float(v) for k, v in dict(row["threshold"]).items()
              if v is not None and math.isfinite(float(v))}
       out.append(NSCandidate(str(row["schedule"]), str(row.get("normalization", "frobenius")),
                              int(row["steps"]), thr, float(row["relative_cost"])))
-    except (KeyError, TypeError, ValueError):
-      continue
-  return out or None
+    except (KeyError, TypeError, ValueError) as e:
+      raise ValueError(f"candidate row {i} ({row!r}) needs schedule, steps, threshold "
+                       f"{{level: sigma}} and relative_cost: {e!r}") from None
+  return out
 
 
 def group_regex(group: str, n_layers: int | None = None, buckets: int = 4) -> str:
@@ -188,7 +184,7 @@ def recommend_ns_schedule(
     level: float = 0.5,
     margin: float = 1.0,
     normalization: str = "frobenius",
-    candidates: Sequence[NSCandidate] | str | None = None,
+    candidates: Sequence[NSCandidate] | None = None,
     n_layers: int | None = None,
     buckets: int = 4,
     default_schedule: str | None = None,
@@ -205,8 +201,8 @@ def recommend_ns_schedule(
     margin: require ``threshold · margin ≤ predicted median``.
     normalization: the (global) first-step normalization; candidates of other
       normalizations are ignored.
-    candidates: a list of :class:`NSCandidate`, a path to an ``ns_variants.json``
-      (analytic table if it is absent), or ``None`` = :func:`analytic_candidates`.
+    candidates: a list of :class:`NSCandidate` (e.g. :func:`candidates_from_rows` of a
+      measured table), or ``None`` = :func:`analytic_candidates`.
     n_layers: the target model's layer count, for per-depth regexes (else per type).
     buckets: depth buckets of the group names.
     default_schedule, default_steps: if given, a final catch-all entry ``""``
@@ -222,8 +218,6 @@ def recommend_ns_schedule(
     >>> rec.groups["q/d0"]["steps"] < rec.groups["down/d3"]["steps"]
     True
   """
-  if isinstance(candidates, str):
-    candidates = load_candidates(candidates)
   if candidates is None:
     candidates = analytic_candidates(normalization=normalization, levels=(level,))
   pool = [c for c in candidates if c.normalization == normalization and level in c.threshold]
