@@ -287,7 +287,7 @@ def matrices(tree):
 
 def momentum_of(opt_state):
   # The Muon momentum buffers, keyed like `matrices`: inside the optimizer they are stacks
-  # of same-shaped matrices (`optax_muon.MatrixStacks`); `by_path` gives them back per parameter.
+  # of same-shaped matrices (`optax_muon.matrices.MatrixStacks`); `by_path` gives them back per parameter.
   is_momentum = lambda x: isinstance(x, optax_muon.MomentumState)
   out = {}
   for state in jax.tree.leaves(opt_state, is_leaf=is_momentum):

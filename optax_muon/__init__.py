@@ -3,8 +3,11 @@
 Composable transforms (``scale_by_muon``, ``newton_schulz``, ``spectral_scale``,
 ``row_norm_ell_inf``, ``decoupled_weight_decay``, ``qk_clip``, ...), one
 per-matrix primitive (``matrix_partition``, ``per_matrix``) and the aliases
-built from them (``muon``, ``muon_plus_plus``, ``muown``, ``normuon``). The math,
-in this project's own words: ``docs/algorithms.md``.
+built from them (``muon``, ``muon_plus_plus``, ``muown``, ``normuon``). Two public
+submodules: ``optax_muon.matrices`` (the matrix plans and stacks under the
+per-matrix primitive) and ``optax_muon.diagnostics`` (spectral statistics, probes
+and a Newton–Schulz recipe). The math, in this project's own words:
+``docs/algorithms.md``.
 """
 
 from optax_muon._src.coefficients import NORMALIZATION_SCALE
@@ -18,13 +21,8 @@ from optax_muon._src.dimension_numbers import MuonDimensionNumbers
 from optax_muon._src.dimension_numbers import default_matrix_rule
 from optax_muon._src.dimension_numbers import path_to_str
 from optax_muon._src.dimension_numbers import resolve_dimension_numbers
-from optax_muon._src.matrices import Group
-from optax_muon._src.matrices import MatrixPlan
-from optax_muon._src.matrices import MatrixStacks
 from optax_muon._src.matrices import matrix_partition
 from optax_muon._src.matrices import per_matrix
-from optax_muon._src.matrices import plan_matrices
-from optax_muon._src.matrices import stacked_transform
 from optax_muon._src.momentum import MOMENTUM_FORMS
 from optax_muon._src.momentum import MomentumState
 from optax_muon._src.momentum import muon_momentum
@@ -36,8 +34,8 @@ from optax_muon._src.newton_schulz import NORMALIZATIONS
 from optax_muon._src.newton_schulz import newton_schulz
 from optax_muon._src.newton_schulz import orthogonalize
 from optax_muon._src.nonfinite import skip_nonfinite
+from optax_muon._src.normuon import normuon
 from optax_muon._src.nonfinite import skipped_steps
-from optax_muon._src.partition import partition
 from optax_muon._src.path_kinds import path_family
 from optax_muon._src.path_kinds import path_kind
 from optax_muon._src.power_iteration import top_singular_triplet
@@ -51,16 +49,13 @@ from optax_muon._src.spectral_decay import spectral_weight_decay
 from optax_muon._src.spectral_scale import SCALE_CONVENTIONS
 from optax_muon._src.spectral_scale import spectral_scale
 from optax_muon._src.weight_decay import decoupled_weight_decay
-from optax_muon import diagnostics  # the public submodule
-from optax_muon._src.normuon import normuon  # last: it is built from the names above
+from optax_muon import diagnostics
+from optax_muon import matrices
 
 __version__ = "0.2.0"
 
 __all__ = [
-    "Group",
     "MOMENTUM_FORMS",
-    "MatrixPlan",
-    "MatrixStacks",
     "MomentumState",
     "MuonDimensionNumbers",
     "NORMALIZATIONS",
@@ -72,6 +67,7 @@ __all__ = [
     "default_matrix_rule",
     "diagnostics",
     "init_sharded",
+    "matrices",
     "matrix_partition",
     "muon",
     "muon_momentum",
@@ -85,12 +81,10 @@ __all__ = [
     "ns_scalar_map",
     "ns_spectral_norm_range",
     "orthogonalize",
-    "partition",
     "path_family",
     "path_kind",
     "path_to_str",
     "per_matrix",
-    "plan_matrices",
     "polar_express_coefficients",
     "qk_clip",
     "resolve_dimension_numbers",
@@ -100,7 +94,6 @@ __all__ = [
     "skipped_steps",
     "spectral_scale",
     "spectral_weight_decay",
-    "stacked_transform",
     "state_shardings",
     "top_singular_triplet",
 ]

@@ -1,22 +1,19 @@
 """The trainer's map from model parameter paths to optimizer choices (MaxText's muon_utils idea).
 
-The model (`models/`) knows nothing of optimizers; this module reads its parameter paths with
-the project's one path classifier (`optax_muon.path_kind`): hidden projections
-`.../attn/{q,k,v,o}/kernel` and `.../mlp/{gate,up,down}/kernel` are Muon matrices
-`[fan_in, fan_out]` (`[L, fan_in, fan_out]` with scanned layers); everything else (embedding,
-LM head, norm scales) goes to AdamW (`None`). QK-clip specs mark the query and key kernels.
+The model (`models/`) knows nothing of optimizers. Which leaves are Muon matrices is the
+library's one rule, `optax_muon.default_matrix_rule` (itself built on the one path
+classifier, `optax_muon.path_kind`): every rank >= 2 leaf but embeddings, the LM head, norm
+gains and biases, over its last two axes (`[fan_in, fan_out]`, `[L, fan_in, fan_out]` with
+scanned layers). QK-clip specs mark the query and key kernels by the same classifier.
 """
 
 from typing import Any
 
 import jax
 import optax_muon as om
-from optax.contrib import MuonDimensionNumbers
 
 from models.config import ModelConfig
 from models.transformer import layer_name
-
-HIDDEN_KINDS = frozenset({"q", "k", "v", "o", "gate", "up", "down"})
 
 
 def _kind(path) -> str:
@@ -26,15 +23,12 @@ def _kind(path) -> str:
 def dimension_numbers(params) -> Any:
   """`MuonDimensionNumbers` for hidden matrices, `None` for embeddings, head and norms.
 
-  `(reduction_axis=0, output_axis=1)` for 2-D kernels and `(1, 2)` for scanned `[L, in, out]`.
+  The library's default rule on each leaf: `(reduction_axis=0, output_axis=1)` for 2-D
+  kernels and `(1, 2)` for scanned `[L, in, out]`. Passing this function, or leaving
+  `dimension_numbers` unset, gives an alias the same matrices.
   """
-  def label(path, x):
-    if _kind(path) not in HIDDEN_KINDS:
-      return None
-    lead = x.ndim - 2
-    return MuonDimensionNumbers(reduction_axis=lead, output_axis=lead + 1)
-
-  return jax.tree_util.tree_map_with_path(label, params)
+  return jax.tree_util.tree_map_with_path(
+      lambda path, x: om.default_matrix_rule(om.path_to_str(path), x), params)
 
 
 def qk_clip_specs(params, cfg: ModelConfig) -> Any:

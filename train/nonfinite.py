@@ -16,7 +16,7 @@ from train.step import loss_fn
 
 
 def _is_stacks(x) -> bool:
-  return isinstance(x, om.MatrixStacks)
+  return isinstance(x, om.matrices.MatrixStacks)
 
 
 @jax.jit
@@ -39,7 +39,7 @@ def _counts(tree) -> list[jax.Array]:
 def nonfinite_leaves(tree, prefix: str = "") -> list[str]:
   """`"path (n of size)"` for every floating leaf of `tree` holding NaN or Inf values.
 
-  The optimizer keeps matrix buffers as stacks of same-shaped matrices (`om.MatrixStacks`):
+  The optimizer keeps matrix buffers as stacks of same-shaped matrices (`om.matrices.MatrixStacks`):
   there the path names the stack and, in brackets, the parameter whose rows hold the values.
   """
   counts = jax.device_get(_counts(tree))

@@ -11,12 +11,15 @@ from models.config import ModelConfig
 from train import labels
 from train.errors import ConfigError
 
-OPTIMIZERS = ("adamw", "muon", "muon_plus_plus", "muown")
+OPTIMIZERS = ("adamw", "muon", "muon_plus_plus", "muown", "normuon")
 SCHEDULES = ("cosine", "wsd", "constant")
 # Peak lr when `optimizer.learning_rate` is unset: the best (or, for Muon, a tied) lr of the
 # bracketed sweeps on the default model at 600 steps (`benchmarks/headline.py --family`).
 # Muon++'s is in spectral units (‖ΔW‖₂ = lr·sqrt(fan_out/fan_in)); the others in AdamW's.
-DEFAULT_LEARNING_RATES = {"adamw": 3e-3, "muon": 6e-3, "muown": 1.2e-2, "muon_plus_plus": 2e-2}
+# NorMuon has not been swept on its own: it shares Muon's Moonlight scale (update RMS 0.2·lr)
+# and takes Muon's default.
+DEFAULT_LEARNING_RATES = {"adamw": 3e-3, "muon": 6e-3, "muown": 1.2e-2, "muon_plus_plus": 2e-2,
+                          "normuon": 6e-3}
 # Model fields an optimizer's default lr was measured with, used where the config leaves them
 # unset (None): Muon++ calls for the μP init (‖W₀‖₂ = sqrt(fan_out/fan_in)), the one its lr (in
 # those spectral units) and its weight radius were measured with.
@@ -62,7 +65,8 @@ def _base(name: str, lr: optax.Schedule, weight_decay: float | None, diagnostics
     return optax.adamw(lr, b1=0.9, b2=0.95,
                        weight_decay=0.1 if weight_decay is None else weight_decay,
                        mask=lambda p: jax.tree.map(lambda x: x.ndim >= 2, p))
-  factory = {"muon": om.muon, "muon_plus_plus": om.muon_plus_plus, "muown": om.muown}[name]
+  factory = {"muon": om.muon, "muon_plus_plus": om.muon_plus_plus, "muown": om.muown,
+             "normuon": om.normuon}[name]
   extra = dict(options or {})
   if weight_decay is not None:
     extra["weight_decay"] = weight_decay

@@ -3,49 +3,73 @@
 Every alias is ``matrix_partition(<its matrix chain>, <AdamW>, stack_others=True,
 skip_nonfinite=True)``, its matrix chain starting from :func:`scale_by_muon`.
 The keyword arguments all aliases take (momentum, Newton–Schulz, weight decay,
-the AdamW for non-matrix leaves, routing) are declared once here, in
-:class:`Shared`: :func:`alias` adds them to an alias's signature (with that
-alias's defaults), checks them, documents them and hands them to the alias's
-body as one ``shared`` value.
+the AdamW for non-matrix leaves, routing) are the fields of :class:`Shared`.
+Each alias writes them out in its own signature (typed, with its own defaults);
+:func:`shared_arguments` collects and checks them, :func:`shared_docs` writes
+their documentation (:data:`SHARED_DOCS`, kept once here) into the alias's
+docstring.
 """
 
-import functools
-import inspect
 import textwrap
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, Literal, Mapping, NamedTuple, TypeVar, Union
 
+import jax
 import optax
 
+from optax_muon._src import coefficients as coeffs_lib
+from optax_muon._src import dimension_numbers as dn
+from optax_muon._src import gram_newton_schulz as gram_ns
 from optax_muon._src import matrices
 from optax_muon._src import newton_schulz as ns_lib
 from optax_muon._src import validation
 from optax_muon._src import weight_decay as wd_lib
+from optax_muon.diagnostics import probes
 
-__all__ = ["Shared", "adamw_for_others", "alias", "assemble"]
+__all__ = [
+    "Diagnostics",
+    "MeshSpec",
+    "SHARED_DOCS",
+    "ScheduleSpec",
+    "Shared",
+    "StepsSpec",
+    "adamw_for_others",
+    "assemble",
+    "shared_arguments",
+    "shared_docs",
+]
+
+# A schedule (name or ``(n, 3)`` table), or per leaf ``{path regex: schedule}``.
+ScheduleSpec = Union[coeffs_lib.Schedule, Mapping[str, coeffs_lib.Schedule]]
+# Newton–Schulz steps, or per leaf ``{path regex: steps}``; None: the alias's default.
+StepsSpec = Union[int, Mapping[str, int], None]
+# A mesh to place Newton–Schulz on; None: find it; False: leave placement to the compiler.
+MeshSpec = Union[jax.sharding.Mesh, jax.sharding.AbstractMesh, Literal[False], None]
+# None (off), every N steps, a mapping of DiagnosticsConfig fields, or a DiagnosticsConfig.
+Diagnostics = Union[int, Mapping[str, Any], probes.DiagnosticsConfig, None]
 
 
 class Shared(NamedTuple):
-  """The keyword arguments every alias takes (defaults: Moonlight's recipe)."""
+  """The keyword arguments every alias takes (defaults: Moonlight's recipe, as ``muon``'s)."""
 
-  beta: Any = 0.95
+  beta: jax.typing.ArrayLike = 0.95
   nesterov: bool = True
-  mu_dtype: Any = None
-  ns_schedule: Any = "jordan"
-  ns_steps: Any = None
-  normalization: str = "frobenius"
-  compute_dtype: Any = None
-  ns_method: str = "auto"
-  weight_decay: Any = 0.1
+  mu_dtype: jax.typing.DTypeLike | None = None
+  ns_schedule: ScheduleSpec = "jordan"
+  ns_steps: StepsSpec = None
+  normalization: ns_lib.Normalization = "frobenius"
+  compute_dtype: jax.typing.DTypeLike | None = None
+  ns_method: gram_ns.Method = "auto"
+  weight_decay: jax.typing.ArrayLike = 0.1
   weight_decay_mask: str | None = None
-  adam_b1: Any = 0.9
-  adam_b2: Any = 0.95
-  adam_eps: Any = 1e-8
-  adam_weight_decay: Any = None
-  adam_learning_rate: Any = None
-  dimension_numbers: Any = None
+  adam_b1: jax.typing.ArrayLike = 0.9
+  adam_b2: jax.typing.ArrayLike = 0.95
+  adam_eps: jax.typing.ArrayLike = 1e-8
+  adam_weight_decay: jax.typing.ArrayLike | None = None
+  adam_learning_rate: optax.ScalarOrSchedule | None = None
+  dimension_numbers: dn.DimensionNumbersSpec = None
   skip_nonfinite: bool = True
-  mesh: Any = None
-  diagnostics: Any = None
+  mesh: MeshSpec = None
+  diagnostics: Diagnostics = None
 
   def ns_kwargs(self, default_schedule: str, default_steps: int) -> dict[str, Any]:
     """The Newton–Schulz arguments of :func:`scale_by_muon`, the alias's defaults filled in."""
@@ -55,7 +79,7 @@ class Shared(NamedTuple):
                 ns_method=self.ns_method, mesh=self.mesh)
 
 
-_DOCS = """\
+SHARED_DOCS = """\
 beta: momentum ``μ`` in [0, 1) (sum form ``M ← μM + G``).
 nesterov: feed Newton–Schulz the Nesterov look-ahead ``G + μM``.
 mu_dtype: dtype of the momentum buffers (e.g. ``jnp.bfloat16``).
@@ -74,8 +98,10 @@ weight_decay: decoupled decay ``λ``: ``W ← W − η_t·λ·W`` on every matri
   (unless ``adam_weight_decay`` says otherwise) on every AdamW leaf.
 weight_decay_mask: path regex (``re.search`` on ``a/b/c`` paths) of the leaves
   that decay; ``None`` = all.
-adam_b1, adam_b2, adam_eps: the betas and epsilon of the AdamW that steps the
-  leaves that are not Muon matrices (embeddings, LM head, norms, biases).
+adam_b1: the first-moment beta of the AdamW that steps the leaves that are
+  not Muon matrices (embeddings, LM head, norms, biases).
+adam_b2: that AdamW's second-moment beta.
+adam_eps: that AdamW's epsilon.
 adam_weight_decay: that AdamW's ``λ`` (``None``: ``weight_decay``).
 adam_learning_rate: that AdamW's learning rate (``None``: ``learning_rate``).
 dimension_numbers: which leaves are matrices and how: one
@@ -105,44 +131,31 @@ def _check(learning_rate: Any, shared: Shared) -> None:
       validation.check_nonnegative(getattr(shared, name), name)
 
 
-def alias(**defaults: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-  """Gives an alias the :class:`Shared` keyword arguments, with ``defaults`` of its own.
+def shared_arguments(arguments: Mapping[str, Any]) -> Shared:
+  """The :class:`Shared` fields of an alias's arguments (its ``locals()``), checked.
 
-  The decorated body takes its own arguments plus ``shared`` (a checked
-  :class:`Shared`); its docstring's ``@@shared@@`` line becomes their docs. The
-  signature the world sees (``inspect.signature``, ``optax.inject_hyperparams``)
-  lists every argument, shared ones included, with the alias's defaults.
+  Raises:
+    ValueError: naming the argument, for an impossible learning rate, beta,
+      epsilon or weight decay.
   """
-  unknown = set(defaults) - set(Shared._fields)
-  if unknown:
-    raise TypeError(f"not shared arguments: {sorted(unknown)}")
-  shared_defaults = Shared(**defaults)
+  shared = Shared(**{name: arguments[name] for name in Shared._fields})
+  _check(arguments["learning_rate"], shared)
+  return shared
 
-  def wrap(fn):
-    own = inspect.signature(fn)
-    params = [p for p in own.parameters.values() if p.name != "shared"]
-    params += [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY,
-                                 default=getattr(shared_defaults, name))
-               for name in Shared._fields]
-    signature = own.replace(parameters=params)
 
-    @functools.wraps(fn)
-    def call(*args, **kwargs):
-      bound = signature.bind(*args, **kwargs)
-      bound.apply_defaults()
-      arguments = dict(bound.arguments)
-      shared = Shared(**{name: arguments.pop(name) for name in Shared._fields})
-      _check(arguments.get("learning_rate"), shared)
-      return fn(**arguments, shared=shared)
+_F = TypeVar("_F", bound=Callable[..., Any])
 
-    call.__signature__ = signature
-    lines = fn.__doc__.splitlines()
-    at = next(i for i, l in enumerate(lines) if l.strip() == "@@shared@@")
-    indent = lines[at][:len(lines[at]) - len(lines[at].lstrip())]
-    call.__doc__ = "\n".join(lines[:at] + [textwrap.indent(_DOCS, indent)] + lines[at + 1:])
-    return call
 
-  return wrap
+def shared_docs(fn: _F) -> _F:
+  """Writes :data:`SHARED_DOCS` into ``fn``'s docstring in place of its ``@@shared@@`` line.
+
+  Only the docstring changes: the signature is the one written in ``fn``.
+  """
+  lines = (fn.__doc__ or "").splitlines()
+  at = next(i for i, l in enumerate(lines) if l.strip() == "@@shared@@")
+  indent = lines[at][:len(lines[at]) - len(lines[at].lstrip())]
+  fn.__doc__ = "\n".join(lines[:at] + [textwrap.indent(SHARED_DOCS, indent)] + lines[at + 1:])
+  return fn
 
 
 def adamw_for_others(learning_rate: optax.ScalarOrSchedule, shared: Shared, *,

@@ -65,7 +65,7 @@ References:
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -76,6 +76,7 @@ from optax_muon._src import ns_prologue as prologue
 
 __all__ = [
     "METHODS",
+    "Method",
     "AUTO_MIN_SAVING",
     "check_method",
     "choose_method",
@@ -85,6 +86,7 @@ __all__ = [
 ]
 
 METHODS = ("standard", "gram", "auto")
+Method = Literal["standard", "gram", "auto"]
 AUTO_MIN_SAVING = 0.1
 # Largest gain ∏ a_k² a block may apply to its Gram's rounding floor.
 _FIRST_BLOCK_GAIN = 2000.0

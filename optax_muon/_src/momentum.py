@@ -17,9 +17,10 @@ import optax
 
 from optax_muon._src import validation
 
-__all__ = ["MOMENTUM_FORMS", "MomentumState", "muon_momentum"]
+__all__ = ["MOMENTUM_FORMS", "MomentumForm", "MomentumState", "muon_momentum"]
 
 MOMENTUM_FORMS = ("sum", "ema", "ema_debiased")
+MomentumForm = Literal["sum", "ema", "ema_debiased"]
 
 
 class MomentumState(NamedTuple):
@@ -31,7 +32,7 @@ def muon_momentum(
     beta: jax.typing.ArrayLike = 0.95,
     *,
     nesterov: bool = True,
-    form: Literal["sum", "ema", "ema_debiased"] = "sum",
+    form: MomentumForm = "sum",
     mu_dtype: Any = None,
 ) -> optax.GradientTransformation:
   """Heavy-ball or Nesterov momentum; outputs the Newton–Schulz input.

@@ -7,28 +7,54 @@ Embeddings, the LM head, norms and biases go to AdamW (betas 0.9/0.95) with the
 same learning rate and weight decay.
 """
 
+from typing import Literal
+
 import jax
 import optax
 
 from optax_muon._src import alias_parts
+from optax_muon._src import dimension_numbers as dn
+from optax_muon._src import gram_newton_schulz as gram_ns
+from optax_muon._src import momentum as momentum_lib
+from optax_muon._src import newton_schulz as ns_lib
 from optax_muon._src import scale_by_muon as scale_by_muon_lib
+from optax_muon._src import spectral_scale as scale_lib
 from optax_muon._src import weight_decay as wd_lib
 
 __all__ = ["muon"]
 
 
-@alias_parts.alias()
+@alias_parts.shared_docs
 def muon(
     learning_rate: optax.ScalarOrSchedule,
     *,
-    momentum: str = "sum",
+    momentum: momentum_lib.MomentumForm = "sum",
     ns_eps: jax.typing.ArrayLike = 1e-7,
     adaptive: bool = False,
-    scale: str = "moonlight",
+    scale: scale_lib.Convention = "moonlight",
     rms: jax.typing.ArrayLike = 0.2,
-    weight_decay_mode: str = "coupled",
+    weight_decay_mode: Literal["coupled", "independent"] = "coupled",
     adam_nesterov: bool = False,
-    shared: alias_parts.Shared,
+    # The shared arguments (alias_parts.Shared; documented in alias_parts.SHARED_DOCS):
+    beta: jax.typing.ArrayLike = 0.95,
+    nesterov: bool = True,
+    mu_dtype: jax.typing.DTypeLike | None = None,
+    ns_schedule: alias_parts.ScheduleSpec = "jordan",
+    ns_steps: alias_parts.StepsSpec = None,
+    normalization: ns_lib.Normalization = "frobenius",
+    compute_dtype: jax.typing.DTypeLike | None = None,
+    ns_method: gram_ns.Method = "auto",
+    weight_decay: jax.typing.ArrayLike = 0.1,
+    weight_decay_mask: str | None = None,
+    adam_b1: jax.typing.ArrayLike = 0.9,
+    adam_b2: jax.typing.ArrayLike = 0.95,
+    adam_eps: jax.typing.ArrayLike = 1e-8,
+    adam_weight_decay: jax.typing.ArrayLike | None = None,
+    adam_learning_rate: optax.ScalarOrSchedule | None = None,
+    dimension_numbers: dn.DimensionNumbersSpec = None,
+    skip_nonfinite: bool = True,
+    mesh: alias_parts.MeshSpec = None,
+    diagnostics: alias_parts.Diagnostics = None,
 ) -> optax.GradientTransformationExtraArgs:
   """Muon for hidden matrices, AdamW for the rest (Moonlight recipe by default).
 
@@ -61,6 +87,7 @@ def muon(
     Liu et al., `Muon is Scalable for LLM Training <https://arxiv.org/abs/2502.16982>`_, 2025.
     Jordan et al., `Muon <https://kellerjordan.github.io/posts/muon/>`_, 2024.
   """
+  shared = alias_parts.shared_arguments(locals())
   matrix_chain = optax.chain(
       scale_by_muon_lib.scale_by_muon(
           beta=shared.beta, nesterov=shared.nesterov, momentum=momentum,

@@ -18,11 +18,16 @@ directions). ``R = weight_radius·s``; ``weight_radius=None`` turns the bound of
 Non-matrix parameters go to AdamW as in Muon.
 """
 
+from typing import Any, Literal
+
 import jax
 import jax.numpy as jnp
 import optax
 
 from optax_muon._src import alias_parts
+from optax_muon._src import dimension_numbers as dn
+from optax_muon._src import gram_newton_schulz as gram_ns
+from optax_muon._src import newton_schulz as ns_lib
 from optax_muon._src import coefficients as coeffs_lib
 from optax_muon._src import scale_by_muon as scale_by_muon_lib
 from optax_muon._src import spectral_decay
@@ -32,17 +37,36 @@ from optax_muon._src import weight_decay as wd_lib
 __all__ = ["muon_plus_plus"]
 
 
-@alias_parts.alias(ns_schedule="polar_express", weight_decay=0.0, adam_weight_decay=0.1)
+@alias_parts.shared_docs
 def muon_plus_plus(
     learning_rate: optax.ScalarOrSchedule,
     *,
     update_scale: jax.typing.ArrayLike = 1.0,
     weight_radius: jax.typing.ArrayLike | None = 4.0,
-    scale: str = "mup",
+    scale: Literal["mup", "jordan"] = "mup",
     power_iterations: int | None = None,
     bound_power_iterations: int | None = None,
     bound_vectors: int | None = None,
-    shared: alias_parts.Shared,
+    # The shared arguments (alias_parts.Shared; documented in alias_parts.SHARED_DOCS):
+    beta: jax.typing.ArrayLike = 0.95,
+    nesterov: bool = True,
+    mu_dtype: jax.typing.DTypeLike | None = None,
+    ns_schedule: alias_parts.ScheduleSpec = "polar_express",
+    ns_steps: alias_parts.StepsSpec = None,
+    normalization: ns_lib.Normalization = "frobenius",
+    compute_dtype: jax.typing.DTypeLike | None = None,
+    ns_method: gram_ns.Method = "auto",
+    weight_decay: jax.typing.ArrayLike = 0.0,
+    weight_decay_mask: str | None = None,
+    adam_b1: jax.typing.ArrayLike = 0.9,
+    adam_b2: jax.typing.ArrayLike = 0.95,
+    adam_eps: jax.typing.ArrayLike = 1e-8,
+    adam_weight_decay: jax.typing.ArrayLike | None = 0.1,
+    adam_learning_rate: optax.ScalarOrSchedule | None = None,
+    dimension_numbers: dn.DimensionNumbersSpec = None,
+    skip_nonfinite: bool = True,
+    mesh: alias_parts.MeshSpec = None,
+    diagnostics: alias_parts.Diagnostics = None,
 ) -> optax.GradientTransformationExtraArgs:
   """Muon with the update's spectral norm set exactly and the weight's bounded.
 
@@ -83,6 +107,7 @@ def muon_plus_plus(
     >>> round(float(jnp.linalg.norm(u["w"], 2)), 4)
     0.01
   """
+  shared = alias_parts.shared_arguments(locals())
   validation.check_positive(update_scale, "update_scale")
   if weight_radius is not None:
     validation.check_positive(weight_radius, "weight_radius")
@@ -113,7 +138,7 @@ def muon_plus_plus(
                               shared)
 
 
-def _pins_spectral_norm(ns: dict) -> bool:
+def _pins_spectral_norm(ns: dict[str, Any]) -> bool:
   """Whether every matrix's ``‖O‖₂`` is within 1% of 1 without measuring it."""
   schedule, steps, dtype = ns["ns_schedule"], ns["ns_steps"], ns["compute_dtype"]
   if not (isinstance(schedule, str) and isinstance(steps, int)

@@ -1,9 +1,14 @@
 """``muown``: Muon on per-neuron directions, Adam on their magnitudes (docs/algorithms.md, "Muown")."""
 
+from typing import Literal
+
 import jax
 import optax
 
 from optax_muon._src import alias_parts
+from optax_muon._src import dimension_numbers as dn
+from optax_muon._src import gram_newton_schulz as gram_ns
+from optax_muon._src import newton_schulz as ns_lib
 from optax_muon._src import row_norm
 from optax_muon._src import scale_by_muon as scale_by_muon_lib
 from optax_muon._src import validation
@@ -13,16 +18,35 @@ from optax_muon.diagnostics import probes
 __all__ = ["muown"]
 
 
-@alias_parts.alias(weight_decay=0.0, adam_weight_decay=0.1)
+@alias_parts.shared_docs
 def muown(
     learning_rate: optax.ScalarOrSchedule,
     *,
-    magnitude: str = "adam",
+    magnitude: Literal["adam", "sign"] = "adam",
     magnitude_learning_rate: optax.ScalarOrSchedule | None = None,
     magnitude_b1: jax.typing.ArrayLike = 0.9,
     magnitude_b2: jax.typing.ArrayLike = 0.95,
     rms: jax.typing.ArrayLike = 0.2,
-    shared: alias_parts.Shared,
+    # The shared arguments (alias_parts.Shared; documented in alias_parts.SHARED_DOCS):
+    beta: jax.typing.ArrayLike = 0.95,
+    nesterov: bool = True,
+    mu_dtype: jax.typing.DTypeLike | None = None,
+    ns_schedule: alias_parts.ScheduleSpec = "jordan",
+    ns_steps: alias_parts.StepsSpec = None,
+    normalization: ns_lib.Normalization = "frobenius",
+    compute_dtype: jax.typing.DTypeLike | None = None,
+    ns_method: gram_ns.Method = "auto",
+    weight_decay: jax.typing.ArrayLike = 0.0,
+    weight_decay_mask: str | None = None,
+    adam_b1: jax.typing.ArrayLike = 0.9,
+    adam_b2: jax.typing.ArrayLike = 0.95,
+    adam_eps: jax.typing.ArrayLike = 1e-8,
+    adam_weight_decay: jax.typing.ArrayLike | None = 0.1,
+    adam_learning_rate: optax.ScalarOrSchedule | None = None,
+    dimension_numbers: dn.DimensionNumbersSpec = None,
+    skip_nonfinite: bool = True,
+    mesh: alias_parts.MeshSpec = None,
+    diagnostics: alias_parts.Diagnostics = None,
 ) -> optax.GradientTransformationExtraArgs:
   """Muown: row-norm (ℓ∞ over output neurons) control on top of Muon.
 
@@ -36,7 +60,8 @@ def muown(
     learning_rate: ``η`` for the directions (and, by default, magnitudes and AdamW).
     magnitude: ``"adam"`` (default) or ``"sign"``.
     magnitude_learning_rate: the magnitudes' learning rate (default ``learning_rate``).
-    magnitude_b1, magnitude_b2: the magnitude Adam's betas.
+    magnitude_b1: the magnitude Adam's first-moment beta.
+    magnitude_b2: the magnitude Adam's second-moment beta.
     rms: update RMS of the direction's ``"moonlight"`` scale.
     @@shared@@
 
@@ -54,6 +79,7 @@ def muown(
   References:
     Lion, Hübler, Li, Orvieto, He, `Muown <https://arxiv.org/abs/2605.10797>`_, 2026.
   """
+  shared = alias_parts.shared_arguments(locals())
   mag_lr = learning_rate if magnitude_learning_rate is None else magnitude_learning_rate
   validation.check_learning_rate(mag_lr, "magnitude_learning_rate")
   validation.check_beta(magnitude_b1, "magnitude_b1")

@@ -58,7 +58,7 @@ def orthogonalize_matrices(
     input_scale: float = 1.0,
     eps: float = 1e-7,
     compute_dtype: Any = None,
-    method: str = "standard",
+    method: gram_ns.Method = "auto",
     restarts: Sequence[int] | None = None,
 ) -> jax.Array:
   """Core kernel on a ``[B, m, n]`` stack with a concrete ``(steps, 3)`` table.
@@ -106,7 +106,7 @@ def orthogonalize(
     dimension_numbers: dn.MuonDimensionNumbers | None = None,
     compute_dtype: Any = None,
     lower_bound: float = 1e-3,
-    method: str = "standard",
+    method: gram_ns.Method = "auto",
 ) -> jax.Array:
   """Approximate polar factor of ``x`` by Newton–Schulz.
 
@@ -122,9 +122,10 @@ def orthogonalize(
     compute_dtype: dtype of the iteration (e.g. ``jnp.bfloat16``); ``None`` =
       float32 (float64 stays float64). The output has ``x``'s dtype.
     lower_bound: Polar Express only: smallest singular value to lift.
-    method: ``"standard"``, ``"gram"`` (Gram Newton–Schulz: iterate on the small
-      Gram matrix, apply the polynomial once per restart block) or ``"auto"``
-      (Gram where its flop model is cheaper: aspect ratio >= about 2).
+    method: ``"auto"`` (default, as in every optimizer: Gram where its flop
+      model is cheaper, aspect ratio >= about 2; the standard iteration
+      elsewhere), ``"standard"`` or ``"gram"`` (Gram Newton–Schulz: iterate on
+      the small Gram matrix, apply the polynomial once per restart block).
 
   Returns:
     An array like ``x`` whose matrices have singular values near 1.
@@ -214,7 +215,7 @@ def orthogonalize_stacks(
     compute_dtype: Any = None,
     small_matrix_size: int = 0,
     mesh: Any = None,
-    method: str = "standard",
+    method: gram_ns.Method = "auto",
 ) -> matrices.MatrixStacks:
   """Orthogonalizes every matrix of ``stacks`` with as few batched calls as possible.
 
@@ -284,7 +285,7 @@ def newton_schulz(
     small_matrix_size: int = 0,
     mesh: Any = None,
     adaptive: bool = False,
-    method: str = "standard",
+    method: gram_ns.Method = "auto",
 ) -> optax.GradientTransformationExtraArgs:
   """Replaces every matrix update by its Newton–Schulz orthogonalization.
 
@@ -316,7 +317,7 @@ def newton_schulz(
       ``jax.set_mesh``); ``False`` to leave placement to the compiler.
     adaptive: multiply each output ``O`` by ``⟨X, O⟩`` (the dual norm of the
       input, Bernstein & Newhouse 2024; optax's ``adaptive=True``).
-    method: ``"standard"``, ``"gram"`` or ``"auto"`` (see :func:`orthogonalize`).
+    method: ``"auto"`` (default), ``"standard"`` or ``"gram"`` (see :func:`orthogonalize`).
 
   Returns:
     A stateless optax transform.

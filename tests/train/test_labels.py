@@ -68,3 +68,24 @@ def test_the_model_does_not_import_the_optimizer():
   for f in root.glob("*.py"):
     assert "optax_muon" not in f.read_text(), f
 
+
+
+@pytest.mark.parametrize("scan", [False, True])
+def test_dimension_numbers_are_the_librarys_default_rule(scan):
+  # The trainer has no classifier of its own: its labels are the ones an alias picks when
+  # `dimension_numbers` is left unset (the same matrices, grouped the same way).
+  import optax_muon as om  # pylint: disable=g-import-not-at-top
+  from optax_muon import matrices  # pylint: disable=g-import-not-at-top
+  params = nnx.to_pure_dict(abstract(models.get_config("tiny", n_layers=2, scan_layers=scan)))
+  ours = matrices.plan_matrices(params, labels.dimension_numbers)
+  default = matrices.plan_matrices(params, None, default_rule=om.default_matrix_rule)
+  assert ours.layouts == default.layouts
+  assert [(g.name, g.rows) for g in ours.groups] == [(g.name, g.rows) for g in default.groups]
+
+
+def test_the_trainer_keeps_no_kind_list_of_its_own():
+  import pathlib  # pylint: disable=g-import-not-at-top
+  import train  # pylint: disable=g-import-not-at-top
+  for f in pathlib.Path(train.__file__).parent.rglob("*.py"):
+    text = f.read_text()
+    assert "HIDDEN_KINDS" not in text and "NON_MATRIX_KINDS" not in text, f

@@ -32,7 +32,8 @@ def test_warmup_stable_decay():
 
 @pytest.mark.parametrize("name", optimizer_lib.OPTIMIZERS)
 def test_unset_learning_rate_is_the_optimizers_default(name):
-  expected = {"adamw": 3e-3, "muon": 6e-3, "muown": 1.2e-2, "muon_plus_plus": 2e-2}[name]
+  expected = {"adamw": 3e-3, "muon": 6e-3, "muown": 1.2e-2, "muon_plus_plus": 2e-2,
+              "normuon": 6e-3}[name]
   lr = optimizer_lib.make_schedule(_opt(name=name, learning_rate=None, schedule="constant"), 100)
   np.testing.assert_allclose(lr(50), expected, rtol=1e-6)
   lr = optimizer_lib.make_schedule(_opt(name=name, learning_rate=0.5, schedule="constant"), 100)
@@ -163,3 +164,21 @@ def test_unset_weight_decay_keeps_the_alias_default(name):
   decayed = factory(sched, weight_decay=0.4, dimension_numbers=labels.dimension_numbers)
   np.testing.assert_allclose(second_step(tx), second_step(decayed), rtol=1e-6)
   assert not np.allclose(second_step(tx), second_step(direct))
+
+
+def test_the_trainer_builds_normuon_as_the_alias_with_the_shared_arguments():
+  # optimizer.name=normuon with a shared argument in options (per-leaf-capable ns_steps)
+  # steps exactly as the library's alias built by hand with the trainer's schedule.
+  import optax_muon as om
+  from train import labels
+  model_cfg = trainer.model_config(tiny.get_config().model)
+  params, grads = _toy_tree(model_cfg.d_model)
+  opt = _opt(name="normuon", warmup_steps=1, grad_clip=0.0, weight_decay=0.05)
+  opt.options.ns_steps = 3
+  tx, _ = optimizer_lib.make_optimizer(opt, model_cfg, total_steps=100)
+  direct = om.normuon(optimizer_lib.make_schedule(opt, 100), ns_steps=3, weight_decay=0.05,
+                      dimension_numbers=labels.dimension_numbers)
+  ours = _second_step(tx, params, grads)
+  np.testing.assert_allclose(_q(ours), _q(_second_step(direct, params, grads)), rtol=1e-6)
+  five = om.normuon(optimizer_lib.make_schedule(opt, 100), weight_decay=0.05)
+  assert not np.allclose(_q(ours), _q(_second_step(five, params, grads)))
