@@ -6,6 +6,9 @@ from typing import Any
 import jax.numpy as jnp
 
 
+REMAT_POLICIES = ("full", "minimal")
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
   """Hyperparameters of the decoder-only transformer in `models.transformer`."""
@@ -20,6 +23,9 @@ class ModelConfig:
   qk_norm: bool = True
   scan_layers: bool = False
   remat: bool = False  # Recompute each block's activations in the backward pass (saves memory).
+  remat_policy: str = "full"  # With remat: "full" (keep nothing) | "minimal" (keep projections).
+  attention_chunk: int = 0  # Queries per attention block (0 = the whole sequence at once).
+  logits_chunk: int = 0  # Tokens per head + cross-entropy block in the loss (0 = all at once).
   tie_embeddings: bool = False
   mup_init: bool = False
   zero_init_proj: bool = False  # Output projections (attn o, mlp down) start at 0 (modded-nanogpt).
@@ -34,6 +40,11 @@ class ModelConfig:
       raise ValueError(f"n_heads={self.n_heads} not divisible by n_kv_heads={self.n_kv_heads}")
     if self.head_dim % 2:
       raise ValueError(f"head_dim={self.head_dim} must be even for RoPE")
+    if self.remat_policy not in REMAT_POLICIES:
+      raise ValueError(f"remat_policy={self.remat_policy!r}: choose from {REMAT_POLICIES}")
+    for name in ("attention_chunk", "logits_chunk"):
+      if getattr(self, name) < 0:
+        raise ValueError(f"{name}={getattr(self, name)}: must be >= 0 (0 = off)")
 
   @property
   def head_dim(self) -> int:
@@ -51,6 +62,27 @@ PRESETS: dict[str, ModelConfig] = {
                           max_len=2048, scan_layers=True, remat=True),
     "1b": ModelConfig(d_model=2048, n_layers=22, n_heads=16, n_kv_heads=8, d_ff=5632,
                       max_len=2048, scan_layers=True, remat=True, dtype=jnp.bfloat16),
+    # Real shapes, for `python -m train.aot` and pods. The MLP is SwiGLU everywhere (GPT-2's
+    # GELU MLP of width 3072 becomes a SwiGLU of 2048: the same 124M params). Float32 params,
+    # bfloat16 compute; attention in blocks of 1024 queries and the loss in blocks of 1024
+    # tokens (docs/pod_scale.md measures what each saves).
+    "gpt2-124m": ModelConfig(vocab_size=50257, d_model=768, n_layers=12, n_heads=12,
+                             n_kv_heads=12, d_ff=2048, max_len=1024, qk_norm=False,
+                             tie_embeddings=True, scan_layers=True, remat=True,
+                             dtype=jnp.bfloat16),
+    "llama-1b": ModelConfig(vocab_size=128256, d_model=2048, n_layers=16, n_heads=32,
+                            n_kv_heads=8, d_ff=8192, max_len=8192, qk_norm=False,
+                            tie_embeddings=True, scan_layers=True, remat=True,
+                            dtype=jnp.bfloat16, rope_base=500_000.0, attention_chunk=1024,
+                            logits_chunk=1024),
+    "llama-8b": ModelConfig(vocab_size=128256, d_model=4096, n_layers=32, n_heads=32,
+                            n_kv_heads=8, d_ff=14336, max_len=8192, qk_norm=False,
+                            scan_layers=True, remat=True, dtype=jnp.bfloat16,
+                            rope_base=500_000.0, attention_chunk=1024, logits_chunk=1024),
+    "llama-34b": ModelConfig(vocab_size=32000, d_model=8192, n_layers=48, n_heads=64,
+                             n_kv_heads=8, d_ff=22016, max_len=16384, qk_norm=False,
+                             scan_layers=True, remat=True, dtype=jnp.bfloat16,
+                             rope_base=1_000_000.0, attention_chunk=1024, logits_chunk=1024),
 }
 
 

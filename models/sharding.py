@@ -8,9 +8,13 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 MESH_AXES = ("data", "fsdp", "tensor")
 
-# Logical axis name -> mesh axis (or axes). Names not listed are replicated.
+# Logical axis name -> mesh axis (or axes). Names not listed are replicated. Params use "embed"
+# (sharded over fsdp: FSDP); activations use "act_embed" (whole on every device: the batch is
+# what "data" and "fsdp" split), as MaxText's activation rules do.
 LOGICAL_RULES: dict[str, str | tuple[str, ...] | None] = {
     "batch": ("data", "fsdp"),
+    "length": None,
+    "act_embed": None,
     "embed": "fsdp",
     "vocab": "tensor",
     "heads": "tensor",
@@ -38,6 +42,25 @@ def logical_to_spec(names: Sequence[str | None], shape: Sequence[int], mesh: Mes
     used.update(axes)
     spec.append(axes[0] if len(axes) == 1 else axes)
   return P(*spec)
+
+
+def constrain(x: jax.Array, names: Sequence[str | None]) -> jax.Array:
+  """`x` constrained to the layout of its logical axis `names` on the mesh in context.
+
+  Without a mesh in context (`jax.set_mesh`, `jax.sharding.use_abstract_mesh`), or one without
+  `MESH_AXES`, `x` is returned unchanged. Inside `nnx.scan` and `jax.checkpoint` the partitioner
+  loses an activation's batch sharding unless it is pinned like this (each device would compute
+  the whole global batch).
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> constrain(jnp.ones((4, 8)), ("batch", "act_embed")).shape  # no mesh: unchanged
+    (4, 8)
+  """
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty or any(a not in mesh.shape for a in MESH_AXES):
+    return x
+  return jax.lax.with_sharding_constraint(x, logical_to_spec(names, x.shape, mesh))
 
 
 def logical_names(abstract_state: nnx.State) -> dict:

@@ -9,6 +9,13 @@ the max pre-softmax attention logit of each query head (for QK-clip and monitori
 Packed rows (several documents in one row) pass `segment_ids_BxL` (attention stays inside a
 segment: block-diagonal causal mask) and `positions_BxL` (RoPE positions restarting at 0 in each
 document); without them the row is one causal sequence at positions `0..L-1`.
+
+Activations carry sharding constraints at every block boundary and inside attention and the MLP
+(`models.sharding.constrain`: batch over ("data", "fsdp")), so a scanned or rematerialized stack
+keeps the batch sharded. `remat_policy` picks what the backward pass keeps ("full": nothing,
+"minimal": the projections' outputs, MaxText's names). With `attention_chunk`, attention runs
+over blocks of that many queries (each block's scores recomputed in the backward pass), so
+`[B, H, L, L]` scores are never held at once.
 """
 
 import math
@@ -16,11 +23,32 @@ import math
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax.ad_checkpoint import checkpoint_name
 
 from models.config import ModelConfig
+from models.sharding import constrain
 
 Array = jax.Array
 Rope = tuple[Array, Array]  # (sin, cos), each [L, K/2] or per row [B, L, K/2].
+
+_RESIDUAL = ("batch", "length", "act_embed")
+# Names of the values `remat_policy="minimal"` keeps for the backward pass (MaxText's).
+_MINIMAL_SAVED = ("query_proj", "key_proj", "value_proj", "out_proj", "mlpwi_0", "mlpwi_1",
+                  "mlpwo")
+
+
+def remat_policy(name: str):
+  """The `jax.checkpoint` policy of `ModelConfig.remat_policy`.
+
+  "full" saves nothing (each block is recomputed whole in the backward pass); "minimal" saves
+  the outputs of the q/k/v/o and MLP projections and recomputes the rest (norms, RoPE,
+  attention scores, activations), as MaxText's policies of the same names.
+  """
+  if name == "full":
+    return jax.checkpoint_policies.nothing_saveable
+  if name == "minimal":
+    return jax.checkpoint_policies.save_only_these_names(*_MINIMAL_SAVED)
+  raise ValueError(f"remat_policy={name!r}: choose from ('full', 'minimal')")
 
 
 def _kernel_init(cfg: ModelConfig, fan_in: int, fan_out: int, proj: bool = False):
@@ -131,25 +159,77 @@ class Attention(nnx.Module):
     cfg = self.cfg
     b, l, _ = x_BxLxD.shape
     g, r, k = cfg.n_kv_heads, cfg.n_heads // cfg.n_kv_heads, cfg.head_dim
-    q_BxLxHxK = self.q(x_BxLxD).reshape(b, l, g * r, k)
-    k_BxLxGxK = self.k(x_BxLxD).reshape(b, l, g, k)
-    v_BxLxGxK = self.v(x_BxLxD).reshape(b, l, g, k)
+    heads = ("batch", "length", "heads", None)
+    kv = ("batch", "length", "kv", None)
+    q_BxLxHxK = checkpoint_name(self.q(x_BxLxD), "query_proj").reshape(b, l, g * r, k)
+    k_BxLxGxK = checkpoint_name(self.k(x_BxLxD), "key_proj").reshape(b, l, g, k)
+    v_BxLxGxK = constrain(checkpoint_name(self.v(x_BxLxD), "value_proj").reshape(b, l, g, k), kv)
     if cfg.qk_norm:
       q_BxLxHxK, k_BxLxGxK = self.q_norm(q_BxLxHxK), self.k_norm(k_BxLxGxK)
-    q_BxLxHxK, k_BxLxGxK = apply_rope(q_BxLxHxK, rope), apply_rope(k_BxLxGxK, rope)
+    q_BxLxHxK = constrain(apply_rope(q_BxLxHxK, rope), heads)
+    k_BxLxGxK = constrain(apply_rope(k_BxLxGxK, rope), kv)
     q_BxLxGxRxK = q_BxLxHxK.reshape(b, l, g, r, k)
-    logits_BxGxRxLxM = jnp.einsum(
-        "blgrk,bmgk->bgrlm", q_BxLxGxRxK, k_BxLxGxK,
-        preferred_element_type=jnp.float32) / math.sqrt(k)
-    if mask_BxLxM is None:
-      causal_LxM = jnp.tril(jnp.ones((l, l), dtype=bool))
-      logits_BxGxRxLxM = jnp.where(causal_LxM, logits_BxGxRxLxM, -jnp.inf)
+    chunk = cfg.attention_chunk
+    if chunk and l > chunk:
+      if l % chunk:
+        raise ValueError(f"attention_chunk={chunk} does not divide the sequence length {l}")
+      out_BxLxGxRxK, max_logits_GxR = _chunked_attention(
+          q_BxLxGxRxK, k_BxLxGxK, v_BxLxGxK, mask_BxLxM, chunk, cfg.dtype)
     else:
-      logits_BxGxRxLxM = jnp.where(mask_BxLxM[:, None, None], logits_BxGxRxLxM, -jnp.inf)
-    max_logits_H = jax.lax.stop_gradient(logits_BxGxRxLxM.max(axis=(0, 3, 4)).reshape(g * r))
-    probs_BxGxRxLxM = jax.nn.softmax(logits_BxGxRxLxM, axis=-1).astype(cfg.dtype)
-    out_BxLxGxRxK = jnp.einsum("bgrlm,bmgk->blgrk", probs_BxGxRxLxM, v_BxLxGxK)
-    return self.o(out_BxLxGxRxK.reshape(b, l, g * r * k)), max_logits_H
+      rows_L = jnp.arange(l)
+      out_BxLxGxRxK, max_logits_GxR = _attend(
+          q_BxLxGxRxK, k_BxLxGxK, v_BxLxGxK, rows_L,
+          None if mask_BxLxM is None else mask_BxLxM, cfg.dtype)
+    out_BxLxD = out_BxLxGxRxK.reshape(b, l, g * r * k)
+    out_BxLxD = constrain(out_BxLxD, ("batch", "length", "heads"))
+    return checkpoint_name(self.o(out_BxLxD), "out_proj"), max_logits_GxR.reshape(g * r)
+
+
+def _attend(q_BxCxGxRxK: Array, k_BxMxGxK: Array, v_BxMxGxK: Array, rows_C: Array,
+            mask_BxCxM: Array | None, dtype) -> tuple[Array, Array]:
+  """Softmax attention of `C` query rows (at positions `rows_C`) over all `M` keys.
+
+  Causal (key position <= `rows_C`) unless `mask_BxCxM` (True = may attend) is given. Returns
+  the output `[B, C, G, R, K]` and the max pre-softmax logit per head `[G, R]`.
+  """
+  k = q_BxCxGxRxK.shape[-1]
+  logits_BxGxRxCxM = jnp.einsum(
+      "blgrk,bmgk->bgrlm", q_BxCxGxRxK, k_BxMxGxK,
+      preferred_element_type=jnp.float32) / math.sqrt(k)
+  logits_BxGxRxCxM = constrain(logits_BxGxRxCxM, ("batch", "kv", None, None, None))
+  if mask_BxCxM is None:
+    allowed = rows_C[:, None] >= jnp.arange(k_BxMxGxK.shape[1])[None, :]
+  else:
+    allowed = mask_BxCxM[:, None, None]
+  logits_BxGxRxCxM = jnp.where(allowed, logits_BxGxRxCxM, -jnp.inf)
+  max_logits_GxR = jax.lax.stop_gradient(logits_BxGxRxCxM.max(axis=(0, 3, 4)))
+  probs_BxGxRxCxM = jax.nn.softmax(logits_BxGxRxCxM, axis=-1).astype(dtype)
+  out_BxCxGxRxK = jnp.einsum("bgrlm,bmgk->blgrk", probs_BxGxRxCxM, v_BxMxGxK)
+  return constrain(out_BxCxGxRxK, ("batch", "length", "kv", None, None)), max_logits_GxR
+
+
+def _chunked_attention(q_BxLxGxRxK: Array, k_BxLxGxK: Array, v_BxLxGxK: Array,
+                       mask_BxLxM: Array | None, chunk: int, dtype) -> tuple[Array, Array]:
+  """`_attend` over blocks of `chunk` queries (a `lax.map`); each block is rematerialized.
+
+  Holds one block's `[B, H, chunk, L]` scores at a time, in the forward and the backward pass,
+  instead of `[B, H, L, L]`. Same flops as the whole-sequence attention.
+  """
+  b, l, g, r, k = q_BxLxGxRxK.shape
+  n = l // chunk
+  q_NxBxCxGxRxK = jnp.moveaxis(q_BxLxGxRxK.reshape(b, n, chunk, g, r, k), 1, 0)
+  rows_NxC = jnp.arange(l).reshape(n, chunk)
+  masks = None if mask_BxLxM is None else jnp.moveaxis(mask_BxLxM.reshape(b, n, chunk, l), 1, 0)
+
+  @jax.checkpoint
+  def block(xs):
+    q_BxCxGxRxK, rows_C, mask_BxCxM = xs
+    q_BxCxGxRxK = constrain(q_BxCxGxRxK, ("batch", "length", "kv", None, None))
+    return _attend(q_BxCxGxRxK, k_BxLxGxK, v_BxLxGxK, rows_C, mask_BxCxM, dtype)
+
+  out_NxBxCxGxRxK, max_NxGxR = jax.lax.map(block, (q_NxBxCxGxRxK, rows_NxC, masks))
+  out_BxLxGxRxK = jnp.moveaxis(out_NxBxCxGxRxK, 0, 1).reshape(b, l, g, r, k)
+  return out_BxLxGxRxK, max_NxGxR.max(axis=0)
 
 
 class Mlp(nnx.Module):
@@ -161,7 +241,10 @@ class Mlp(nnx.Module):
     self.down = _linear(cfg, cfg.d_ff, cfg.d_model, ("mlp", "embed"), rngs, proj=True)
 
   def __call__(self, x_BxLxD: Array) -> Array:
-    return self.down(jax.nn.silu(self.gate(x_BxLxD)) * self.up(x_BxLxD))
+    hidden = ("batch", "length", "mlp")
+    gate_BxLxF = constrain(checkpoint_name(self.gate(x_BxLxD), "mlpwi_0"), hidden)
+    up_BxLxF = constrain(checkpoint_name(self.up(x_BxLxD), "mlpwi_1"), hidden)
+    return checkpoint_name(self.down(jax.nn.silu(gate_BxLxF) * up_BxLxF), "mlpwo")
 
 
 class Block(nnx.Module):
@@ -175,9 +258,10 @@ class Block(nnx.Module):
 
   def __call__(self, x_BxLxD: Array, rope: Rope,
                mask_BxLxM: Array | None = None) -> tuple[Array, Array]:
+    x_BxLxD = constrain(x_BxLxD, _RESIDUAL)
     attn_BxLxD, max_logits_H = self.attn(self.attn_norm(x_BxLxD), rope, mask_BxLxM)
-    x_BxLxD = x_BxLxD + attn_BxLxD
-    return x_BxLxD + self.mlp(self.mlp_norm(x_BxLxD)), max_logits_H
+    x_BxLxD = constrain(x_BxLxD + attn_BxLxD, _RESIDUAL)
+    return constrain(x_BxLxD + self.mlp(self.mlp_norm(x_BxLxD)), _RESIDUAL), max_logits_H
 
 
 def _stacked_blocks(cfg: ModelConfig, rngs: nnx.Rngs) -> Block:
@@ -240,14 +324,32 @@ class Transformer(nnx.Module):
     With `segment_ids_BxL`, a token attends only to earlier tokens of its own segment; with
     `positions_BxL`, those are its RoPE positions (default `0..L-1`).
     """
+    x_BxLxD, aux = self.hidden(tokens_BxL, segment_ids_BxL, positions_BxL)
+    return self.head(x_BxLxD), aux
+
+  def head(self, x_BxLxD: Array) -> Array:
+    """Float32 logits `[B, L, V]` of final hidden states (see `hidden`)."""
+    if self.cfg.tie_embeddings:
+      logits_BxLxV = self.embed.attend(x_BxLxD)
+    else:
+      logits_BxLxV = self.lm_head(x_BxLxD)
+    return constrain(logits_BxLxV.astype(jnp.float32), ("batch", "length", "vocab"))
+
+  def hidden(self, tokens_BxL: Array, segment_ids_BxL: Array | None = None,
+             positions_BxL: Array | None = None) -> tuple[Array, dict]:
+    """The final-normed hidden states `[B, L, D]` (the head's input) and the aux outputs.
+
+    `head(hidden(...)[0])` is `__call__`; a loss may apply the head in chunks instead.
+    """
     cfg = self.cfg
     if positions_BxL is None:
       rope = rope_tables(tokens_BxL.shape[1], cfg.head_dim, cfg.rope_base)
     else:
       rope = rope_tables_at(positions_BxL, cfg.head_dim, cfg.rope_base)
     mask_BxLxM = None if segment_ids_BxL is None else segment_mask(segment_ids_BxL)
-    x_BxLxD = self.embed(tokens_BxL)
-    apply = nnx.remat(_apply_block) if cfg.remat else _apply_block
+    x_BxLxD = constrain(self.embed(tokens_BxL), _RESIDUAL)
+    apply = (nnx.remat(_apply_block, policy=remat_policy(cfg.remat_policy)) if cfg.remat
+             else _apply_block)
     if cfg.scan_layers:
       @nnx.scan(in_axes=(nnx.Carry, 0), out_axes=(nnx.Carry, 0))
       def run(x_BxLxD: Array, block: Block) -> tuple[Array, Array]:
@@ -259,9 +361,5 @@ class Transformer(nnx.Module):
       max_logits = {}
       for i, block in enumerate(self.layers):
         x_BxLxD, max_logits[layer_name(i)] = apply(block, x_BxLxD, rope, mask_BxLxM)
-    x_BxLxD = self.final_norm(x_BxLxD)
-    if cfg.tie_embeddings:
-      logits_BxLxV = self.embed.attend(x_BxLxD)
-    else:
-      logits_BxLxV = self.lm_head(x_BxLxD)
-    return logits_BxLxV.astype(jnp.float32), {"max_logits": max_logits}
+    x_BxLxD = constrain(self.final_norm(x_BxLxD), _RESIDUAL)
+    return x_BxLxD, {"max_logits": max_logits}

@@ -21,13 +21,39 @@ def token_losses(params: dict, graphdef: nnx.GraphDef, batch: Batch) -> tuple[ja
 
   Packed batches carry `segment_ids` and `positions`: attention stays inside each document, and
   their `mask` is 0 on each document's first token, so no loss term crosses a boundary either.
+  With the model's `logits_chunk`, the head and the loss run over blocks of that many positions
+  (`chunked_losses`): the `[B, T-1, V]` float32 logits are never held whole.
   """
   tokens_BxT = batch["tokens"]
   packed = {k: batch[k][:, :-1] for k in ("segment_ids", "positions") if k in batch}
   packed = {f"{k}_BxL": v for k, v in packed.items()}
-  logits_BxLxV, aux = nnx.merge(graphdef, params)(tokens_BxT[:, :-1], **packed)
-  losses_BxL = optax.softmax_cross_entropy_with_integer_labels(logits_BxLxV, tokens_BxT[:, 1:])
-  return losses_BxL, aux
+  model = nnx.merge(graphdef, params)
+  x_BxLxD, aux = model.hidden(tokens_BxT[:, :-1], **packed)
+  return chunked_losses(model.head, x_BxLxD, tokens_BxT[:, 1:], model.cfg.logits_chunk), aux
+
+
+def chunked_losses(head: Callable[[jax.Array], jax.Array], x_BxLxD: jax.Array,
+                   targets_BxL: jax.Array, chunk: int) -> jax.Array:
+  """Cross-entropy `[B, L]` of `head(x)` against `targets`, `chunk` positions at a time.
+
+  Each block's logits are recomputed in the backward pass (`jax.checkpoint`), so a 128k
+  vocabulary costs `[B, chunk, V]` of logits instead of `[B, L, V]`. `chunk=0`, or one that
+  does not divide `L`, computes everything at once (the same numbers).
+  """
+  l = x_BxLxD.shape[1]
+  ce = optax.softmax_cross_entropy_with_integer_labels
+  if not chunk or l <= chunk or l % chunk:
+    return ce(head(x_BxLxD), targets_BxL)
+  b, n = x_BxLxD.shape[0], l // chunk
+  x_NxBxCxD = jnp.moveaxis(x_BxLxD.reshape(b, n, chunk, -1), 1, 0)
+  t_NxBxC = jnp.moveaxis(targets_BxL.reshape(b, n, chunk), 1, 0)
+
+  @jax.checkpoint
+  def block(xs):
+    x_BxCxD, t_BxC = xs
+    return ce(head(x_BxCxD), t_BxC)
+
+  return jnp.moveaxis(jax.lax.map(block, (x_NxBxCxD, t_NxBxC)), 0, 1).reshape(b, l)
 
 
 def loss_fn(params: dict, graphdef: nnx.GraphDef, batch: Batch) -> tuple[jax.Array, dict]:
@@ -87,6 +113,19 @@ def eval_step(params: dict, batch: Batch, *, graphdef: nnx.GraphDef,
           "bytes": (bytes_BxL * weights_BxL).sum()}
 
 
+def on_mesh(mesh: jax.sharding.Mesh, fn: Callable) -> Callable:
+  """`fn` traced with `mesh` as the abstract mesh in context.
+
+  The model's activation constraints (`models.sharding.constrain`) read the mesh from context;
+  with it set here they hold whether or not the caller entered `jax.set_mesh`.
+  """
+  @functools.wraps(fn)
+  def wrapped(*args, **kwargs):
+    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+      return fn(*args, **kwargs)
+  return wrapped
+
+
 def jit_steps(graphdef, tx, use_qk_clip: bool, state_shardings: TrainState, batch_sharding,
               byte_lengths_V: np.ndarray | None = None) -> tuple[Callable, Callable]:
   """`(train_step, eval_step)` jitted with explicit shardings; the state is donated.
@@ -96,12 +135,14 @@ def jit_steps(graphdef, tx, use_qk_clip: bool, state_shardings: TrainState, batc
   """
   if byte_lengths_V is None:
     byte_lengths_V = np.ones(256, np.float32)
+  mesh = batch_sharding.mesh
   train = jax.jit(
-      functools.partial(train_step, graphdef=graphdef, tx=tx, use_qk_clip=use_qk_clip),
+      on_mesh(mesh, functools.partial(train_step, graphdef=graphdef, tx=tx,
+                                      use_qk_clip=use_qk_clip)),
       in_shardings=(state_shardings, batch_sharding),
       out_shardings=(state_shardings, None),
       donate_argnums=0)
-  evaluate = jax.jit(functools.partial(eval_step, graphdef=graphdef,
-                                       byte_lengths_V=byte_lengths_V),
+  evaluate = jax.jit(on_mesh(mesh, functools.partial(eval_step, graphdef=graphdef,
+                                                     byte_lengths_V=byte_lengths_V)),
                      in_shardings=(state_shardings.params, batch_sharding))
   return train, evaluate

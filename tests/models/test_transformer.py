@@ -149,13 +149,18 @@ def test_mup_init_uses_no_lapack():
 
 
 def test_presets_param_counts():
+  counts = {}
   for name, cfg in models.PRESETS.items():
     with nnx.use_eager_sharding(False):
       abstract = nnx.eval_shape(lambda c=cfg: models.Transformer(c, rngs=nnx.Rngs(0)))
     shapes = nnx.to_pure_dict(nnx.state(abstract))
-    n = sum(math.prod(x.shape) for x in jax.tree.leaves(shapes))
-    assert n > 0, name
-  assert 0.8e9 < n < 1.3e9  # "1b" is last.
+    counts[name] = sum(math.prod(x.shape) for x in jax.tree.leaves(shapes))
+    assert counts[name] > 0, name
+  assert 0.8e9 < counts["1b"] < 1.3e9
+  # The real shapes (GPT-2 124M, Llama-3.2-1B, Llama-3-8B, CodeLlama-34B), in billions.
+  for name, (low, high) in {"gpt2-124m": (0.123, 0.125), "llama-1b": (1.2, 1.3),
+                            "llama-8b": (7.9, 8.1), "llama-34b": (33.5, 34.5)}.items():
+    assert low < counts[name] / 1e9 < high, (name, counts[name])
 
 
 def _loss_and_grad(cfg: models.ModelConfig, t: jax.Array, compute: bool = True):

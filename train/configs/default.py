@@ -22,7 +22,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.preset = "cpu192"
   for name, kind in (("d_model", int), ("n_layers", int), ("n_heads", int),
                      ("n_kv_heads", int), ("d_ff", int), ("max_len", int), ("qk_norm", bool),
-                     ("scan_layers", bool), ("remat", bool), ("tie_embeddings", bool),
+                     ("scan_layers", bool), ("remat", bool), ("remat_policy", str),
+                     ("attention_chunk", int), ("logits_chunk", int), ("tie_embeddings", bool),
                      ("mup_init", bool), ("zero_init_proj", bool), ("dtype", str),
                      ("param_dtype", str)):
     c.model[name] = placeholder(kind)
