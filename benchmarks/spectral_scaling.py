@@ -116,7 +116,7 @@ def measure_overhead(d_model: int, n_layers: int, repeats: int, inner: int = 10)
   """Median train-step seconds, diagnostics off / every 10 (svd, gram) / every 1 (interleaved)."""
   import jax
   import jax.numpy as jnp
-  from train import diagnostics as train_diag
+  from train import spectral_metrics as train_diag
   from train import mesh as mesh_lib
   from train import optimizer as optimizer_lib
   from train import trainer

@@ -43,8 +43,8 @@ from optax_muon._src.qk_clip import QKClipSpec
 from optax_muon._src.qk_clip import qk_clip
 from optax_muon._src.row_norm import row_norm_ell_inf
 from optax_muon._src.scale_by_muon import scale_by_muon
-from optax_muon._src.sharding import init_sharded
-from optax_muon._src.sharding import state_shardings
+from optax_muon._src.state_sharding import init_sharded
+from optax_muon._src.state_sharding import state_shardings
 from optax_muon._src.spectral_decay import spectral_weight_decay
 from optax_muon._src.spectral_scale import SCALE_CONVENTIONS
 from optax_muon._src.spectral_scale import spectral_scale

@@ -264,7 +264,7 @@ def test_probe_gating_and_which_and_scanned():
 
 
 def test_read_through_outer_chain_and_train_diagnostics():
-  from train import diagnostics as train_diag
+  from train import spectral_metrics as train_diag
   from train.state import TrainState
   params = _params()
   tx = optax.chain(optax.clip_by_global_norm(1.0),

@@ -46,11 +46,11 @@ import jax.numpy as jnp
 import ml_collections
 
 import models
-from train import diagnostics
+from train import spectral_metrics as diagnostics
 from train import mesh as mesh_lib
 from train import optimizer as optimizer_lib
 from train import slices
-from train import validation
+from train import config_checks as validation
 from train.errors import ConfigError, TrainerError
 from train.state import abstract_state
 from train.step import jit_steps
@@ -290,7 +290,7 @@ def _libtpu_version() -> str:
 def format_report(r: dict[str, Any]) -> str:
   """The report as the lines `python -m train.aot` prints."""
   lines = [
-      f"{r['preset']} ({r['params'] / 1e9:.3f}B params) x {r['optimizer']} on {r['topology']} "
+      f"{r['preset']} ({r['params'] / 1e6:,.1f}M params) x {r['optimizer']} on {r['topology']} "
       f"({r['topology_name']}, {r['num_slices']} slice(s), {r['chips']} chips, "
       f"{r['device_kind']}), mesh {r['mesh']}, batch {r['batch_size']} x {r['seq_len']}",
       f"per chip: params {r['param_GiB']:.3f} GiB, optimizer state {r['opt_state_GiB']:.3f} GiB,"

@@ -20,7 +20,7 @@ from etils import epath
 from jax.experimental import multihost_utils
 
 from train import integrity
-from train import nonfinite
+from train import nonfinite_leaves as nonfinite
 from train.errors import NoUsableCheckpoint
 from train.state import TrainState
 

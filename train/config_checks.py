@@ -81,7 +81,7 @@ def _check_data(config: ml_collections.ConfigDict) -> None:
     _require(str(data.tokenizer).endswith(".model"), "data.tokenizer", data.tokenizer,
              "must be 'bytes' or the path of a SentencePiece .model file")
     _require(os.path.isfile(data.tokenizer), "data.tokenizer", data.tokenizer,
-             "no such file (train one with `python -m train.tokenizer`)")
+             "no such file (train one with `python -m train.train_tokenizer`)")
   if data.files:
     from train.data import local_files  # pylint: disable=g-import-not-at-top
     _require(bool(local_files.matching_files(data.files)), "data.files", data.files,

@@ -2,7 +2,7 @@
 
 Reads the `spec/<group>/<stat>` and `max_logit/<layer>` keys that a run with
 `--config.diagnostics.every=N` wrote to `DIR/metrics.jsonl` (see
-`train/diagnostics.py`) and draws, against the step: the momentum-spectrum
+`train/spectral_metrics.py`) and draws, against the step: the momentum-spectrum
 quantiles per layer group (median line, q25–q75 band, q10/q90 dotted), the
 fraction of σ below the NS failure threshold, the weight spectral norm with its
 row-magnitude and row-coherence factors, and the per-layer max attention logit.

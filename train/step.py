@@ -10,7 +10,7 @@ import optax
 from flax import nnx
 
 import optax_muon as om
-from train import diagnostics
+from train import spectral_metrics as diagnostics
 from train.state import TrainState
 
 Batch = dict[str, jax.Array]

@@ -1,6 +1,6 @@
 """Trains a SentencePiece tokenizer on the configured corpus, offline.
 
-  python -m train.tokenizer --output=runs/sp2048.model [--vocab_size=2048] \\
+  python -m train.train_tokenizer --output=runs/sp2048.model [--vocab_size=2048] \\
       [--config.data.files='my_texts/*.txt' | --config.data.tfds_name=NAME \\
        --config.data.data_dir=DIR]
 

@@ -23,12 +23,12 @@ import tqdm
 
 import models
 from models.config import ModelConfig
-from train import diagnostics
+from train import spectral_metrics as diagnostics
 from train import mesh as mesh_lib
-from train import nonfinite
+from train import nonfinite_leaves as nonfinite
 from train import optimizer as optimizer_lib
 from train import run_config
-from train import validation
+from train import config_checks as validation
 from train.checkpoint import Checkpointer
 from train.data import pipeline
 from train.errors import ConfigError

@@ -11,7 +11,7 @@ from etils import epath
 
 from train import cli
 from train import integrity
-from train import validation
+from train import config_checks as validation
 from train.configs import tiny
 from train.errors import ConfigError
 from train.metrics import MetricsWriter

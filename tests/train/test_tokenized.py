@@ -12,7 +12,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from train import tokenizer as tokenizer_cmd
+from train import train_tokenizer as tokenizer_cmd
 from train import trainer
 from train.configs import tiny
 from train.data import local_files
@@ -84,7 +84,7 @@ def test_local_files_tokenizer_command_and_training(make_config, tmp_path):
   assert corpus.num_documents("eval") >= 1
   model = str(tmp_path / "local.model")
   out = subprocess.run(
-      [sys.executable, "-m", "train.tokenizer", f"--output={model}", "--vocab_size=300",
+      [sys.executable, "-m", "train.train_tokenizer", f"--output={model}", "--vocab_size=300",
        f"--config.data.files={pattern}"],
       cwd=REPO_ROOT, capture_output=True, text=True,
       env=dict({k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_"))},

@@ -56,7 +56,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.max_files = 0  # stdlib_source only: first N files (0 = all); for fast tests.
   c.data.files = ""  # GLOB of local .txt/.jsonl files: the corpus instead of TFDS.
   c.data.txt_docs = "file"  # .txt files: one document per "file" or per "line".
-  c.data.tokenizer = "bytes"  # bytes | PATH.model (SentencePiece; `python -m train.tokenizer`).
+  c.data.tokenizer = "bytes"  # bytes | PATH.model (SentencePiece: `python -m train.train_tokenizer`)
   c.data.packing = placeholder(bool)  # Pack documents into full rows; None = on iff tokenized.
   c.data.piece_bytes = 2048  # Packing: cut longer documents into line-aligned pieces (0 = off).
 

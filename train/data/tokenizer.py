@@ -39,7 +39,7 @@ class ByteTokenizer:
 
 
 class SentencePieceTokenizer:
-  """A SentencePiece `.model` (train one with `python -m train.tokenizer`)."""
+  """A SentencePiece `.model` (train one with `python -m train.train_tokenizer`)."""
 
   def __init__(self, path: str):
     import sentencepiece as spm  # pylint: disable=g-import-not-at-top
