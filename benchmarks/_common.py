@@ -176,6 +176,11 @@ def write_text(name: str, text: str) -> pathlib.Path:
   return path
 
 
+def as_tuple(x):
+  """A JSON-read list back as the tuple it was written from (``os.getloadavg()``)."""
+  return tuple(x) if isinstance(x, list) else x
+
+
 def md_header(title: str, info: Mapping[str, Any], command: str, notes: list[str] = ()) -> str:
   lines = [
       f"# {title}",
@@ -183,7 +188,7 @@ def md_header(title: str, info: Mapping[str, Any], command: str, notes: list[str
       f"- Command: `{command}`",
       f"- Date (UTC): {info['date']}",
       f"- Machine: {info['platform']}, {info['processor']}, os.cpu_count()={info['cpu_count']}, "
-      f"load average at start {info['loadavg_at_start']}",
+      f"load average at start {as_tuple(info['loadavg_at_start'])}",
       f"- Device: {info['backend']} ({info['device_kind']}), {len(info['devices'])} device(s)",
       f"- Versions: Python {info['python']}, jax {info['jax']}, jaxlib {info['jaxlib']}, "
       f"optax {info['optax']}",

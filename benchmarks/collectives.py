@@ -25,6 +25,7 @@ import jax
 jax.config.update("jax_num_cpu_devices", 8)
 
 import argparse  # noqa: E402
+import json  # noqa: E402
 import os  # noqa: E402
 import re  # noqa: E402
 import tempfile  # noqa: E402
@@ -147,7 +148,13 @@ def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--quick", action="store_true", help="the default model only")
+  p.add_argument("--report-only", action="store_true",
+                 help="measure nothing: rebuild results/collectives.md from the JSON")
   args = p.parse_args(argv)
+  if args.report_only:
+    payload = json.loads((_common.RESULTS_DIR / "collectives.json").read_text())
+    _common.write_text("collectives.md", markdown(payload))
+    return
   info = _common.machine_info()
   sizes = {"default (cpu192, 4 layers)": None}
   if not args.quick:
@@ -160,8 +167,16 @@ def main(argv=None):
             f"({', '.join(f'{k} {v / 2**20:.2f}' for k, v in sorted(r['bytes'].items()))}), "
             f"remat warnings {r['rematerialization_warnings']}", flush=True)
   command = "python benchmarks/collectives.py" + (" --quick" if args.quick else "")
-  _common.write_json("collectives.json", {"machine": info, "command": command,
-                                          "results": results})
+  payload = {"machine": info, "command": command, "results": results}
+  _common.write_json("collectives.json", payload)
+  md = markdown(payload)
+  _common.write_text("collectives.md", md)
+  print(md)
+
+
+def markdown(payload: dict) -> str:
+  """results/collectives.md from the results JSON."""
+  results = payload["results"]
   kinds = ("all-gather", "reduce-scatter", "all-reduce", "all-to-all", "collective-permute")
   headers = (["model", "optimizer", "MiB sent per device", "× AdamW"]
              + [f"{k} MiB" for k in kinds] + ["remat warnings"])
@@ -182,10 +197,9 @@ def main(argv=None):
       "numbers, same gradient clipping; no placement (GSPMD decides).",
       "`remat warnings`: SPMD's 'Involuntary full rematerialization' messages while compiling.",
   ]
-  md = (_common.md_header("Collective bytes of a train step (8-device FSDP)", info, command,
-                          notes) + "\n" + _common.md_table(headers, rows))
-  _common.write_text("collectives.md", md)
-  print(md)
+  return (_common.md_header("Collective bytes of a train step (8-device FSDP)",
+                            payload["machine"], payload["command"], notes)
+          + "\n" + _common.md_table(headers, rows))
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ are ≈0); the point is that ours and optax agree.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -161,7 +162,13 @@ def main(argv=None):
   p.add_argument("--quick", action="store_true", help="a subset of shapes, fewer repeats (< 1 min)")
   p.add_argument("--out", default="ns_throughput", help="basename under benchmarks/results/")
   _common.add_load_argument(p)
+  p.add_argument("--report-only", action="store_true",
+                 help="measure nothing: rebuild results/OUT.md from results/OUT.json")
   args = p.parse_args(argv)
+  if args.report_only:
+    payload = json.loads((_common.RESULTS_DIR / f"{args.out}.json").read_text())
+    _common.write_text(f"{args.out}.md", markdown(payload))
+    return
   load_start = _common.check_load(args.allow_load, "at the start")
 
   shapes = QUICK_SHAPES if args.quick else FULL_SHAPES
@@ -188,7 +195,16 @@ def main(argv=None):
              "coefficients": JORDAN, "total_wall_s": total, "loadavg_at_end": load_end,
              "results": results}
   _common.write_json(f"{args.out}.json", payload)
+  md = markdown(payload)
+  _common.write_text(f"{args.out}.md", md)
+  print(md)
 
+
+def markdown(payload: dict) -> str:
+  """results/ns_throughput.md from the results JSON."""
+  results, total = payload["results"], payload["total_wall_s"]
+  load_start = _common.as_tuple(payload["machine"]["loadavg_at_start"])
+  load_end = _common.as_tuple(payload["loadavg_at_end"])
   headers = ["shape [m,n]", "dtype", "variant", "median ms", "GFLOP/s", "matmul GFLOP/s",
              "× matmul", "speed vs optax", "rel err vs UVᵀ", "max|σ−1|", "diff vs optax f32"]
   rows = []
@@ -215,10 +231,8 @@ def main(argv=None):
       f"Load average (1/5/15 min) at the start {load_start}, at the end {load_end} on "
       f"{os.cpu_count()} cores.",
   ]
-  md = _common.md_header("Newton–Schulz throughput", info, command, notes) + "\n"
-  md += _common.md_table(headers, rows)
-  _common.write_text(f"{args.out}.md", md)
-  print(md)
+  return (_common.md_header("Newton–Schulz throughput", payload["machine"], payload["command"],
+                            notes) + "\n" + _common.md_table(headers, rows))
 
 
 if __name__ == "__main__":
