@@ -33,6 +33,7 @@ results, unless ``--allow-load`` (the numbers are then printed, and marked).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -165,7 +166,14 @@ def main(argv=None):
                  help="run and write results even when the load average exceeds the cores")
   p.add_argument("--out", default=None, help="basename under benchmarks/results/ "
                  "(default gram_ns, or gram_ns_quick)")
+  p.add_argument("--report-only", action="store_true",
+                 help="measure nothing: rebuild results/OUT.md from results/OUT.json")
   args = p.parse_args(argv)
+  out = args.out or ("gram_ns_quick" if args.quick else "gram_ns")
+  if args.report_only:
+    payload = json.loads((_common.RESULTS_DIR / f"{out}.json").read_text())
+    _common.write_text(f"{out}.md", markdown(payload))
+    return 0
 
   cores = _cores()
   load_before = _load()
@@ -196,6 +204,31 @@ def main(argv=None):
   total = time.perf_counter() - t_start
   noisy = load_before[0] > cores or load_after[0] > 1.5 * cores  # own threads count at the end
 
+  restarts = gram_ns.default_restarts(optax_muon.ns_coefficients(args.schedule, args.steps))
+  payload = {"machine": info, "command": command, "schedule": args.schedule,
+             "steps": args.steps, "restarts": list(restarts), "cores": cores,
+             "loadavg_before": load_before, "loadavg_after": load_after,
+             "load_above_cores": noisy, "total_wall_s": total, "results": results}
+  md = markdown(payload)
+  print(md)
+  if noisy and not args.allow_load:
+    print(f"NOT WRITTEN: the load average rose above the {cores} cores during the run "
+          f"({load_before} -> {load_after}); rerun on a quiet machine or pass --allow-load.",
+          file=sys.stderr)
+    return 3
+  _common.write_json(f"{out}.json", payload)
+  _common.write_text(f"{out}.md", md)
+  return 0
+
+
+
+def markdown(payload: dict) -> str:
+  """results/gram_ns.md from the results JSON."""
+  results, schedule, steps = payload["results"], payload["schedule"], payload["steps"]
+  restarts, cores, noisy = payload["restarts"], payload["cores"], payload["load_above_cores"]
+  load_before = _common.as_tuple(payload["loadavg_before"])
+  load_after = _common.as_tuple(payload["loadavg_after"])
+  total = payload["total_wall_s"]
   headers = ["shape [m,n]", "dtype", "standard ms", "gram ms", "speedup", "speedup (min)",
              "flop ratio", "roofline ratio", "std/roofline", "gram/roofline", "auto",
              "diff gram vs std", "err vs UVᵀ std", "err vs UVᵀ gram", "err vs iter. std",
@@ -210,11 +243,10 @@ def main(argv=None):
           v["rel_diff_gram_vs_standard"], v["rel_err_standard_vs_polar"],
           v["rel_err_gram_vs_polar"], v["rel_err_standard_vs_iteration"],
           v["rel_err_gram_vs_iteration"]])
-  restarts = gram_ns.default_restarts(optax_muon.ns_coefficients(args.schedule, args.steps))
   notes = [
-      f"Schedule {args.schedule} × {args.steps} steps, frobenius normalization; gram restarts "
-      f"{restarts} (the default). Input: one Gaussian matrix per shape; `bf16` rows: float32 "
-      "input, `compute_dtype=bfloat16`.",
+      f"Schedule {schedule} × {steps} steps, frobenius normalization; gram restarts "
+      f"{tuple(restarts)} (the default). Input: one Gaussian matrix per shape; `bf16` rows: "
+      "float32 input, `compute_dtype=bfloat16`.",
       f"Load average before {load_before}, after {load_after}, on {cores} cores"
       + (" — ABOVE THE CORE COUNT: timings are noise (written with --allow-load)." if noisy
          else "."),
@@ -226,22 +258,9 @@ def main(argv=None):
       "exact iteration U f(σ̂) Vᵀ.",
       f"Total wall time {total:.0f} s.",
   ]
-  md = _common.md_header("Gram Newton–Schulz vs standard", info, command, notes) + "\n"
-  md += _common.md_table(headers, table_rows)
-  print(md)
-  if noisy and not args.allow_load:
-    print(f"NOT WRITTEN: the load average rose above the {cores} cores during the run "
-          f"({load_before} -> {load_after}); rerun on a quiet machine or pass --allow-load.",
-          file=sys.stderr)
-    return 3
-  out = args.out or ("gram_ns_quick" if args.quick else "gram_ns")
-  payload = {"machine": info, "command": command, "schedule": args.schedule,
-             "steps": args.steps, "restarts": list(restarts), "cores": cores,
-             "loadavg_before": load_before, "loadavg_after": load_after,
-             "load_above_cores": noisy, "total_wall_s": total, "results": results}
-  _common.write_json(f"{out}.json", payload)
-  _common.write_text(f"{out}.md", md)
-  return 0
+  return (_common.md_header("Gram Newton–Schulz vs standard", payload["machine"],
+                            payload["command"], notes) + "\n"
+          + _common.md_table(headers, table_rows))
 
 
 if __name__ == "__main__":

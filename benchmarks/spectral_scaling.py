@@ -211,7 +211,13 @@ def main(argv=None):
   ap.add_argument("--quick", action="store_true")
   ap.add_argument("--root", default="/tmp/spectral_scaling")
   ap.add_argument("--name", default="spectral_scaling")
+  ap.add_argument("--report-only", action="store_true",
+                  help="train nothing: rebuild results/NAME.md from results/NAME.json")
   args = ap.parse_args(argv)
+  if args.report_only:
+    payload = json.loads((_common.RESULTS_DIR / f"{args.name}.json").read_text())
+    _common.write_text(args.name + ".md", markdown(payload, payload["machine"]))
+    return
   if args.quick:
     args.sizes, args.steps, args.every, args.overhead_repeats = "32,64", 60, 10, 2
     args.name = args.name + "_quick"
