@@ -14,5 +14,5 @@ gcloud compute tpus tpu-vm ssh "${TPU_NAME}" --zone="${ZONE}" --worker=all \
     set -e
     mkdir -p ~/${REMOTE_DIR} && tar -C ~/${REMOTE_DIR} -xzf ~/optax_muon.tgz
     python3 -m pip install -U pip
-    python3 -m pip install -U 'jax[tpu]' -e ~/${REMOTE_DIR} gcsfs
+    python3 -m pip install -c ~/${REMOTE_DIR}/constraints.txt -e ~/${REMOTE_DIR}[train,tpu] gcsfs
   "
