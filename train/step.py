@@ -71,7 +71,8 @@ def update_rms(updates: dict) -> dict[str, jax.Array]:
     g = om.path_family(om.path_to_str(path))
     sums[g] = sums.get(g, 0.0) + jnp.sum(jnp.square(u.astype(jnp.float32)))
     counts[g] = counts.get(g, 0) + u.size
-  return {f"update_rms/{g}": jnp.sqrt(sums[g] / counts[g]) for g in sums}
+  # A float count: an 8B model's MLP family has more than 2**31 entries (int32 overflows).
+  return {f"update_rms/{g}": jnp.sqrt(sums[g] / float(counts[g])) for g in sums}
 
 
 def train_step(state: TrainState, batch: Batch, *, graphdef: nnx.GraphDef,
