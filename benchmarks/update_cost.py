@@ -313,11 +313,23 @@ def compile_sweep(layer_counts: list[int], repeats: int, allow_load: bool) -> No
   load_end = _common.check_load(allow_load, "at the end")
   command = ("python benchmarks/update_cost.py --compile-sweep " + ",".join(map(str, layer_counts))
              + ("" if repeats == 2 else f" --repeats {repeats}"))
-  _common.write_json("update_cost_compile.json", {
-      "machine": info, "command": command, "loadavg_at_end": load_end,
+  payload = {
+      "machine": info, "command": command, "load_start": load_start, "loadavg_at_end": load_end,
       "config": {"layers": layer_counts, "d_model": 128, "d_ff": 512, "vocab": 256,
                  "repeats": repeats, "fresh_process_per_compile": True},
-      "results": results})
+      "results": results}
+  _common.write_json("update_cost_compile.json", payload)
+  md = compile_markdown(payload)
+  _common.write_text("update_cost_compile.md", md)
+  print(md)
+
+
+def compile_markdown(payload: dict) -> str:
+  """results/update_cost_compile.md from its results JSON."""
+  results, layer_counts = payload["results"], payload["config"]["layers"]
+  repeats = payload["config"]["repeats"]
+  load_start = _common.as_tuple(payload["load_start"])
+  load_end = _common.as_tuple(payload["loadavg_at_end"])
   base = results["optax.contrib.muon"]
   floor = results[SWEEP_FLOOR]
   lo, hi = str(layer_counts[0]), str(layer_counts[-1])
@@ -342,12 +354,11 @@ def compile_sweep(layer_counts: list[int], repeats: int, allow_load: bool) -> No
       f"`{STACK_FLOOR}` is the same update through our plumbing and nothing else: every "
       "leaf concatenated into its shape group's stack, and sliced out (at a start row kept "
       "in the state) into a fused slice-and-apply kernel: the floor of our optimizers.",
-      f"Load average at start {load_start}, at the end {load_end} on {os.cpu_count()} cores.",
+      f"Load average at start {load_start}, at the end {load_end} on "
+      f"{payload['machine']['cpu_count']} cores.",
   ]
-  md = (_common.md_header("Compile time of one update against depth", info, command, notes)
-        + "\n" + _common.md_table(headers, rows))
-  _common.write_text("update_cost_compile.md", md)
-  print(md)
+  return (_common.md_header("Compile time of one update against depth", payload["machine"],
+                            payload["command"], notes) + "\n" + _common.md_table(headers, rows))
 
 
 def main(argv=None):
@@ -367,6 +378,8 @@ def main(argv=None):
   p.add_argument("--compile-one", nargs=2, default=None, metavar=("NAME", "LAYERS"),
                  help=argparse.SUPPRESS)  # one sample of --compile-sweep, in its own process
   _common.add_load_argument(p)
+  p.add_argument("--report-only", action="store_true",
+                 help="measure nothing: rebuild the report from its results JSON")
   args = p.parse_args(argv)
 
   small = args.small or args.quick
@@ -377,6 +390,12 @@ def main(argv=None):
   command = "python benchmarks/update_cost.py" + "".join(
       f" {a}" for a in (sys.argv[1:] if argv is None else argv))
 
+  if args.report_only:
+    name = "update_cost_compile" if args.compile_sweep else out_name
+    payload = json.loads((_common.RESULTS_DIR / f"{name}.json").read_text())
+    render = compile_markdown if args.compile_sweep else markdown
+    _common.write_text(f"{name}.md", render(payload))
+    return None
   if args.compile_one:
     print(json.dumps(compile_one(args.compile_one[0], int(args.compile_one[1]))))
     return None
@@ -453,8 +472,22 @@ def main(argv=None):
             "n_params": n_params, "mesh": args.mesh, "mesh_size": MESH_SIZE if args.mesh else 1,
             "repeats": repeats, "learning_rate": LR, "benchmark_wall_s": bench_s,
             "newton_schulz_balance": ns_balance}
-  _common.write_json(f"{out_name}.json", {"machine": info, "command": command, "config": config,
-                                          "results": results})
+  payload = {"machine": info, "command": command, "config": config, "results": results,
+             "load_start": load_start, "load_end": load_end}
+  _common.write_json(f"{out_name}.json", payload)
+  md = markdown(payload)
+  _common.write_text(f"{out_name}.md", md)
+  print(md)
+
+
+def markdown(payload: dict) -> str:
+  """results/update_cost[_mesh].md from its results JSON."""
+  results, config = payload["results"], payload["config"]
+  layers, d, d_ff, vocab = config["layers"], config["d_model"], config["d_ff"], config["vocab"]
+  n_params, repeats, mesh = config["n_params"], config["repeats"], config["mesh"]
+  ns_balance = config["newton_schulz_balance"]
+  load_start = _common.as_tuple(payload["load_start"])
+  load_end = _common.as_tuple(payload["load_end"])
   headers = ["optimizer", "median step ms", "min ms", "× AdamW (median)", "× AdamW (min)",
              "× optax.contrib (median)", "compile s", "state B/param", "peak temp MB",
              "peak temp MB (memory scheduler)", "GFLOP/device"]
@@ -464,7 +497,7 @@ def main(argv=None):
            v["temp_mb"], v["temp_mb_memory_scheduler"], v["gflop_per_device"]]
           for k, v in results.items()]
   notes = [
-      f"Tree: {layers} layers, d_model {d}, d_ff {d_ff}, vocab {args.vocab} (embed + untied "
+      f"Tree: {layers} layers, d_model {d}, d_ff {d_ff}, vocab {vocab} (embed + untied "
       f"lm_head), {n_params / 1e6:.1f}M float32 params; embed/lm_head/norms → AdamW.",
       "Step = jitted `tx.update` + `optax.apply_updates`, params and state donated; "
       f"{repeats} interleaved rounds after one warm-up round (median and min per optimizer).",
@@ -478,9 +511,9 @@ def main(argv=None):
       ("Mesh: 8 CPU devices (`jax_num_cpu_devices=8`) on this machine's cores, mesh ('fsdp',) "
        "Auto, set with `jax.set_mesh` for all optimizers; params/grads/state sharded on "
        "their largest axis divisible by 8."
-       if args.mesh else "Single CPU device."),
+       if mesh else "Single CPU device."),
       f"Load average (1/5/15 min) at start {load_start}, at the end {load_end} on "
-      f"{os.cpu_count()} cores; ratios are the comparable numbers.",
+      f"{payload['machine']['cpu_count']} cores; ratios are the comparable numbers.",
   ]
   if ns_balance:
     notes.append(
@@ -491,10 +524,9 @@ def main(argv=None):
         f"Collective ops added by one more Newton–Schulz step: "
         f"{ns_balance['placed_collectives_per_step']} placed, "
         f"{ns_balance['compiler_collectives_per_step']} left to the compiler.")
-  title = "Optimizer update cost" + (" (8-device CPU mesh, FSDP)" if args.mesh else "")
-  md = _common.md_header(title, info, command, notes) + "\n" + _common.md_table(headers, rows)
-  _common.write_text(f"{out_name}.md", md)
-  print(md)
+  title = "Optimizer update cost" + (" (8-device CPU mesh, FSDP)" if mesh else "")
+  return (_common.md_header(title, payload["machine"], payload["command"], notes) + "\n"
+          + _common.md_table(headers, rows))
 
 
 if __name__ == "__main__":
