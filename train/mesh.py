@@ -24,8 +24,28 @@ def mesh_shape(mesh_cfg: ml_collections.ConfigDict, num_devices: int) -> tuple[i
   return tuple(sizes)
 
 
+def num_slices(devices) -> int:
+  """How many TPU slices (joined over DCN) `devices` span; 1 for CPUs and GPUs."""
+  return len({getattr(d, "slice_index", 0) for d in devices})
+
+
 def make_mesh(mesh_cfg: ml_collections.ConfigDict, devices=None) -> jax.sharding.Mesh:
+  """The ("data", "fsdp", "tensor") mesh over `devices` (default: all of them).
+
+  Devices of several TPU slices (`num_slices > 1`) put the slices on "data" (pure data
+  parallelism over DCN, as MaxText's `dcn_data_parallelism`); "data" must be a multiple of
+  the slice count.
+  """
   devices = jax.devices() if devices is None else devices
-  return jax.make_mesh(mesh_shape(mesh_cfg, len(devices)), MESH_AXES,
-                       axis_types=(jax.sharding.AxisType.Auto,) * len(MESH_AXES),
-                       devices=devices)
+  shape = mesh_shape(mesh_cfg, len(devices))
+  axis_types = (jax.sharding.AxisType.Auto,) * len(MESH_AXES)
+  slices = num_slices(devices)
+  if slices == 1:
+    return jax.make_mesh(shape, MESH_AXES, axis_types=axis_types, devices=devices)
+  if shape[0] % slices:
+    raise ValueError(f"mesh.data={shape[0]} must be a multiple of the {slices} slices (DCN)")
+  from jax.experimental import mesh_utils  # pylint: disable=g-import-not-at-top
+  ici = (shape[0] // slices,) + shape[1:]
+  dcn = (slices,) + (1,) * (len(shape) - 1)
+  grid = mesh_utils.create_hybrid_device_mesh(ici, dcn, devices)
+  return jax.sharding.Mesh(grid, MESH_AXES, axis_types=axis_types)
