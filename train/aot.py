@@ -39,6 +39,7 @@ import math
 import re
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -193,8 +194,15 @@ def _tree_bytes_per_chip(abstract: Any, shardings: Any) -> float:
   return total
 
 
-def build(config: ml_collections.ConfigDict, devices: list):
-  """`(train_fn, abstract_state, abstract_batch, mesh, model_cfg)`: what `python -m train` jits."""
+MakeTx = Callable[[ml_collections.ConfigDict, Any], tuple[Any, bool]]
+
+
+def build(config: ml_collections.ConfigDict, devices: list, make_tx: MakeTx | None = None):
+  """`(train_fn, abstract_state, abstract_batch, mesh, model_cfg)`: what `python -m train` jits.
+
+  `make_tx(config, model_cfg) -> (tx, use_qk_clip)` replaces the trainer's optimizer (for
+  benchmarks of optimizers the trainer does not offer, e.g. optax.contrib.muon).
+  """
   from train import trainer  # pylint: disable=g-import-not-at-top  # tensorflow_datasets, orbax
   validation.check_config(config)
   try:
@@ -207,8 +215,11 @@ def build(config: ml_collections.ConfigDict, devices: list):
     vocab = pipeline.load_tokenizer(config).vocab_size
   model_cfg = trainer.model_config(config.model, vocab, config.optimizer.name)
   validation.check_for_mesh(config, model_cfg, mesh)
-  tx, use_qk_clip = optimizer_lib.make_optimizer(config.optimizer, model_cfg, config.train_steps,
-                                                 diagnostics.optimizer_config(config))
+  if make_tx is None:
+    tx, use_qk_clip = optimizer_lib.make_optimizer(
+        config.optimizer, model_cfg, config.train_steps, diagnostics.optimizer_config(config))
+  else:
+    tx, use_qk_clip = make_tx(config, model_cfg)
   graphdef, state, shardings, _ = abstract_state(model_cfg, tx, mesh, config.seed)
   batch_sharding = models.sharding.batch_sharding(mesh)
   train_fn, _ = jit_steps(graphdef, tx, use_qk_clip, shardings, batch_sharding)
@@ -217,8 +228,8 @@ def build(config: ml_collections.ConfigDict, devices: list):
   return train_fn, state, abstract_batch(config, batch_sharding), mesh, model_cfg
 
 
-def compile_report(config: ml_collections.ConfigDict, topology: str,
-                   num_slices: int = 1) -> dict[str, Any]:
+def compile_report(config: ml_collections.ConfigDict, topology: str, num_slices: int = 1,
+                   make_tx: MakeTx | None = None) -> dict[str, Any]:
   """Compiles the train step of `config` for `topology`; the per-chip report (a dict).
 
   Raises `DoesNotFit` (with the report's numbers in its message) when the compiler runs out
@@ -228,7 +239,7 @@ def compile_report(config: ml_collections.ConfigDict, topology: str,
     slice_, devices = topology_devices(topology, num_slices)
   except ValueError as e:
     raise ConfigError(str(e)) from e
-  train_fn, state, batch, mesh, model_cfg = build(config, devices)
+  train_fn, state, batch, mesh, model_cfg = build(config, devices, make_tx)
   limit = hbm_limit(devices)
   n_params = sum(math.prod(x.shape) for x in jax.tree.leaves(state.params))
   report: dict[str, Any] = {
@@ -238,6 +249,9 @@ def compile_report(config: ml_collections.ConfigDict, topology: str,
       "optimizer": config.optimizer.name, "batch_size": config.batch_size,
       "seq_len": config.seq_len, "params": n_params,
       "scan_layers": model_cfg.scan_layers, "remat": model_cfg.remat,
+      "remat_policy": model_cfg.remat_policy, "attention_chunk": model_cfg.attention_chunk,
+      "logits_chunk": model_cfg.logits_chunk, "n_layers": model_cfg.n_layers,
+      "d_model": model_cfg.d_model, "loadavg": list(os.getloadavg()),
       "jax": jax.__version__, "libtpu": _libtpu_version(),
       "hbm_limit_GiB": limit / GiB,
       "param_GiB": _tree_bytes_per_chip(state.params, jax.tree.map(lambda x: x.sharding,

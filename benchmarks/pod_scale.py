@@ -1,0 +1,248 @@
+"""What each optimizer costs on a TPU slice: the trainer's step compiled for it on this CPU.
+
+Every row compiles the trainer's own jitted train step (`python -m train.aot`'s
+`compile_report`) for a (slice, preset, parallelism) with one optimizer, and records per chip:
+HBM (state, temporaries, total, headroom against the compiler's limit), XLA's flops, the
+collective bytes of the compiled HLO (against AdamW's on the same row), compile time, and the
+arithmetic of Newton–Schulz load balance (NS flops per chip over the ideal: each shape group is
+padded to a multiple of the chips) and Essential AI's estimate of Muon's overhead, 5·d/B of the
+model's flops (B = tokens per step). Needs libtpu (`pip install -e '.[tpu]'`).
+
+    python benchmarks/pod_scale.py                         # every row, every optimizer
+    python benchmarks/pod_scale.py --rows v5p-128/llama-8b --optimizers adamw,muon
+
+Each finished (row, optimizer) is stored in `results/pod_scale.json` at once and skipped on the
+next run (`--redo` compiles again), so a long matrix can be run in parts; every compile runs in
+its own process. `results/pod_scale.md` is rewritten from the JSON each time.
+"""
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(ROOT, "benchmarks", "results")
+OPTIMIZERS = ("adamw", "optax.contrib.muon", "muon", "muon_plus_plus", "muown", "normuon")
+NS_STEPS = 5  # Newton–Schulz iterations of Muon's default schedule (for the 5·d/B estimate).
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+  topology: str
+  preset: str
+  batch_size: int  # global sequences per step
+  seq_len: int
+  mesh: tuple[int, int, int]  # (data, fsdp, tensor); -1 = the rest of the chips
+  overrides: tuple[tuple[str, str], ...] = ()
+
+  @property
+  def key(self) -> str:
+    return f"{self.topology}/{self.preset}"
+
+  def flags(self, optimizer: str) -> list[str]:
+    data, fsdp, tensor = self.mesh
+    flags = [f"--config.model.preset={self.preset}", f"--config.batch_size={self.batch_size}",
+             f"--config.seq_len={self.seq_len}", f"--config.mesh.data={data}",
+             f"--config.mesh.fsdp={fsdp}", f"--config.mesh.tensor={tensor}",
+             f"--config.optimizer.name={optimizer}"]
+    return flags + [f"--config.{k}={v}" for k, v in self.overrides]
+
+
+# FSDP over the whole slice, 4 sequences of 4096 per chip (MaxText's v5p Llama-2-7B recipe).
+ROWS = {r.key: r for r in (
+    Row("v5p-128", "llama-8b", 256, 4096, (1, -1, 1)),
+    Row("v5p-256", "llama-8b", 512, 4096, (1, -1, 1)),
+    Row("v6e-64", "llama-8b", 256, 4096, (1, -1, 1)),
+    Row("v5e-256", "llama-1b", 1024, 4096, (1, -1, 1)),
+)}
+
+
+def _make_tx(name: str):
+  """`make_tx` for `train.aot.compile_report`: optimizers the trainer does not build itself,
+  wrapped like the trainer's (clip, then the optimizer, inside `skip_nonfinite`)."""
+  if name not in ("optax.contrib.muon", "normuon"):
+    return None
+  import optax  # pylint: disable=g-import-not-at-top
+  import optax_muon as om  # pylint: disable=g-import-not-at-top
+  from train import labels  # pylint: disable=g-import-not-at-top
+  from train import optimizer as optimizer_lib  # pylint: disable=g-import-not-at-top
+
+  def make(config, model_cfg):
+    del model_cfg
+    config.optimizer.name = "muon"  # its lr schedule (the alias name is not the trainer's)
+    lr = optimizer_lib.make_schedule(config.optimizer, config.train_steps)
+    if name == "optax.contrib.muon":
+      tx = optax.contrib.muon(lr, consistent_rms=0.2, weight_decay=0.1,
+                              muon_weight_dimension_numbers=labels.dimension_numbers)
+    else:
+      tx = om.normuon(lr, weight_decay=0.1, dimension_numbers=labels.dimension_numbers,
+                      skip_nonfinite=False)
+    clip = optax.clip_by_global_norm(config.optimizer.grad_clip)
+    return om.skip_nonfinite(optax.chain(clip, tx)), False
+
+  return make
+
+
+def compile_one(row: Row, optimizer: str) -> dict:
+  """One (row, optimizer) compiled in this process (`--one`): the `train.aot` report."""
+  from train import aot  # pylint: disable=g-import-not-at-top  # sets libtpu's env first
+  from train.configs import default  # pylint: disable=g-import-not-at-top
+  config = default.get_config()
+  data, fsdp, tensor = row.mesh
+  config.model.preset, config.batch_size, config.seq_len = row.preset, row.batch_size, row.seq_len
+  config.mesh.data, config.mesh.fsdp, config.mesh.tensor = data, fsdp, tensor
+  trainer_name = optimizer if optimizer in ("adamw", "muon", "muon_plus_plus", "muown") else "muon"
+  config.optimizer.name = trainer_name
+  for key, value in row.overrides:
+    node = config
+    *parents, leaf = key.split(".")
+    for p in parents:
+      node = node[p]
+    node[leaf] = type(node[leaf])(value) if node[leaf] is not None else value
+  try:
+    report = aot.compile_report(config, row.topology, make_tx=_make_tx(optimizer))
+  except aot.DoesNotFit as e:
+    report = {"fits": False, "error": str(e)}
+  report["optimizer"] = optimizer
+  return report
+
+
+def ns_arithmetic(preset: str, chips: int) -> dict:
+  """Newton–Schulz balance and the 5·d/B estimate, from the preset's shapes (arithmetic).
+
+  Hidden matrices are grouped by shape `[m, n]`; a group of `c` matrices is padded to a
+  multiple of the chips, so each chip orthogonalizes `ceil(c / chips)` of them. Cost of one
+  matrix ∝ max(m, n)·min(m, n)² (Newton–Schulz's matrix products).
+  """
+  import models  # pylint: disable=g-import-not-at-top
+  cfg = models.get_config(preset)
+  d, h, g, k, f = cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.d_ff
+  shapes = {(d, h * k): 2 * cfg.n_layers} if h * k == d else {(d, h * k): cfg.n_layers,
+                                                               (h * k, d): cfg.n_layers}
+  for shape, count in (((d, g * k), 2 * cfg.n_layers), ((d, f), 2 * cfg.n_layers),
+                       ((f, d), cfg.n_layers)):
+    shapes[shape] = shapes.get(shape, 0) + count
+  cost = lambda m, n: max(m, n) * min(m, n) ** 2
+  # Flops of one quintic NS step on an m x n matrix (m <= n): X Xᵀ, A², (bA + cA²) X.
+  step_flops = lambda m, n: 2 * min(m, n) ** 2 * max(m, n) * 2 + 2 * min(m, n) ** 3
+  ideal = sum(c * cost(*s) for s, c in shapes.items()) / chips
+  actual = sum(math.ceil(c / chips) * cost(*s) for s, c in shapes.items())
+  ns_flops = NS_STEPS * sum(c * step_flops(*s) for s, c in shapes.items())
+  return {"ns_groups": {f"{m}x{n}": c for (m, n), c in shapes.items()},
+          "ns_matrices": sum(shapes.values()), "ns_ratio_vs_ideal": actual / ideal,
+          "ns_flops_total": ns_flops, "ns_flops_per_chip_ideal": ns_flops / chips,
+          "ns_flops_per_chip": ns_flops / chips * actual / ideal}
+
+
+def model_flops(report: dict) -> float:
+  """6·N·tokens + attention (12·layers·d·seq·tokens), the forward and backward of one step."""
+  tokens = report["batch_size"] * report["seq_len"]
+  return (6 * report["params"] * tokens
+          + 12 * report["n_layers"] * report["d_model"] * report["seq_len"] * tokens)
+
+
+def _load(path: str) -> dict:
+  if os.path.exists(path):
+    with open(path) as f:
+      return json.load(f)
+  return {"rows": {}}
+
+
+def write_markdown(results: dict, path: str) -> None:
+  lines = ["# Pod scale: the trainer's step compiled for TPU slices on a CPU host", "",
+           "Written by `benchmarks/pod_scale.py` (per chip; HBM limit = the compiler's). "
+           "NS = Newton–Schulz; `NS/ideal` is arithmetic from the shapes (each shape group padded "
+           "to a multiple of the chips); `5d/B` is Essential AI's estimate of Muon's extra flops "
+           "as a fraction of the model's, `NS/model` the same ratio from the shapes. "
+           "`coll/AdamW`: collective bytes per chip of the compiled step over AdamW's on the "
+           "same row. XLA flops count a scanned layer body once; `model TFLOP` is 6·N·tokens + "
+           "attention per chip. Compile times were taken on a shared 2-core CPU under the load "
+           "shown.", ""]
+  header = ("| slice | preset | batch x seq | optimizer | fits | state GiB | temp GiB | total GiB "
+            "| headroom GiB | model TFLOP | XLA TFLOP | NS/ideal | NS/model | 5d/B "
+            "| coll GiB | coll/AdamW | all-gather GiB | all-reduce GiB | compile s | load |")
+  lines += [header, "|" + "---|" * (header.count("|") - 1)]
+  for key, row in sorted(results["rows"].items()):
+    adamw = row.get("adamw", {})
+    adamw_coll = sum(v["bytes"] for v in adamw.get("collectives", {}).values())
+    for opt in OPTIMIZERS:
+      r = row.get(opt)
+      if r is None:
+        continue
+      topo, preset = key.split("/")
+      if not r.get("fits") and "total_GiB" not in r:
+        lines.append(f"| {topo} | {preset} | | {opt} | no: {r.get('error', '')[:160]} |"
+                     + " |" * 15)
+        continue
+      coll = sum(v["bytes"] for v in r["collectives"].values())
+      ns = r.get("ns", {})
+      mf = model_flops(r) / r["chips"]
+      d_over_b = NS_STEPS * r["d_model"] / (r["batch_size"] * r["seq_len"])
+      muon_like = opt != "adamw"
+      lines.append(
+          f"| {topo} | {preset} | {r['batch_size']} x {r['seq_len']} | {opt} | "
+          f"{'yes' if r['fits'] else 'NO'} | {r['param_GiB'] + r['opt_state_GiB']:.2f} | "
+          f"{r['temp_GiB']:.2f} | {r['total_GiB']:.2f} | {r['headroom_GiB']:.2f} | "
+          f"{mf / 1e12:.1f} | {r['flops'] / 1e12:.2f} | "
+          + (f"{ns['ns_ratio_vs_ideal']:.2f} | {ns['ns_flops_total'] / model_flops(r):.4f} | "
+             f"{d_over_b:.4f} | " if muon_like and ns else "| | | ")
+          + f"{coll / 2**30:.2f} | "
+          + (f"{coll / adamw_coll:.3f}" if adamw_coll else "") + " | "
+          + f"{r['collectives']['all-gather']['bytes'] / 2**30:.2f} | "
+          f"{r['collectives']['all-reduce']['bytes'] / 2**30:.2f} | {r['compile_s']:.0f} | "
+          f"{r['loadavg'][0]:.1f} |")
+  versions = {(r.get("jax"), r.get("libtpu")) for row in results["rows"].values()
+              for r in row.values() if r.get("jax")}
+  lines += ["", "Versions: " + ", ".join(f"jax {j}, libtpu {t}" for j, t in sorted(versions)), ""]
+  with open(path, "w") as f:
+    f.write("\n".join(lines))
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated of {list(ROWS)}")
+  parser.add_argument("--optimizers", default=",".join(OPTIMIZERS))
+  parser.add_argument("--redo", action="store_true", help="compile rows already in the JSON")
+  parser.add_argument("--out", default=os.path.join(RESULTS, "pod_scale.json"))
+  parser.add_argument("--one", nargs=2, metavar=("ROW", "OPTIMIZER"), help=argparse.SUPPRESS)
+  args = parser.parse_args()
+  if args.one:
+    print(json.dumps(compile_one(ROWS[args.one[0]], args.one[1])))
+    return
+  for key in args.rows.split(","):
+    if key not in ROWS:
+      raise ValueError(f"--rows: unknown row {key!r}; choose from {list(ROWS)}")
+  for name in args.optimizers.split(","):
+    if name not in OPTIMIZERS:
+      raise ValueError(f"--optimizers: unknown optimizer {name!r}; choose from {OPTIMIZERS}")
+  results = _load(args.out)
+  for key in args.rows.split(","):
+    for opt in args.optimizers.split(","):
+      if opt in results["rows"].get(key, {}) and not args.redo:
+        continue
+      start = time.time()
+      out = subprocess.run([sys.executable, os.path.abspath(__file__), "--one", key, opt],
+                           capture_output=True, text=True, cwd=ROOT,
+                           env=dict(os.environ, PYTHONPATH=ROOT))
+      if out.returncode:
+        report = {"fits": False, "error": out.stderr.strip().splitlines()[-1][:400]}
+      else:
+        report = json.loads(out.stdout.strip().splitlines()[-1])
+      if "chips" in report:
+        report["ns"] = ns_arithmetic(ROWS[key].preset, report["chips"])
+      print(f"{key} {opt}: {time.time() - start:.0f} s, fits={report.get('fits')}, "
+            f"total={report.get('total_GiB', float('nan')):.2f} GiB", flush=True)
+      results = _load(args.out)  # another run may have added rows meanwhile
+      results["rows"].setdefault(key, {})[opt] = report
+      with open(args.out, "w") as f:
+        json.dump(results, f, indent=1)
+      write_markdown(results, args.out.replace(".json", ".md"))
+
+
+if __name__ == "__main__":
+  main()
