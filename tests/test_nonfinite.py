@@ -178,3 +178,19 @@ def test_the_reported_snippet_skips_for_every_alias():
     u, st_ = jax.jit(tx.update)(g, tx.init(p), p)
     assert all(not np.asarray(x).any() for x in jax.tree.leaves(u)), alias.__name__
     assert int(om.skipped_steps(st_)) == 1, alias.__name__
+
+
+def test_diagnostics_report_nan_instead_of_a_finite_max():
+  # Row norms of two [64, 4096] matrices, one NaN entry: max and min over 4096 norms each.
+  from optax_muon.diagnostics import statistics
+  w = np.random.default_rng(2).standard_normal((2, 64, 4096)).astype(np.float32)
+  w[1, 5, 9] = np.nan
+  r = np.sqrt(np.sum(np.square(w), axis=1))
+  got = jax.jit(lambda w: statistics.row_factors(w, spectral_norm=jnp.ones(2)))(jnp.asarray(w))
+  # assert_allclose compares NaN positions exactly.
+  np.testing.assert_allclose(np.asarray(got["row_magnitude"]), np.max(r, axis=-1), rtol=1e-6)
+  np.testing.assert_allclose(np.asarray(got["row_norm_min"]), np.min(r, axis=-1), rtol=1e-6)
+  logits = {"layers_0": jnp.ones(4), "layers_1": jnp.ones(4096).at[9].set(jnp.nan)}
+  summary = jax.jit(statistics.attention_logit_summary)(logits)
+  assert np.isnan(summary["max_logit/layers_1"]) and np.isnan(summary["max_logit/all"])
+  assert float(summary["max_logit/layers_0"]) == 1.0

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import optax
 
 __all__ = ["SkipNonFiniteState", "skip_nonfinite", "skipped_steps", "all_finite",
-           "finite_gradients", "keep_if", "nan_propagating_max"]
+           "finite_gradients", "keep_if", "nan_propagating_max", "nan_propagating_min"]
 
 
 class SkipNonFiniteState(NamedTuple):
@@ -71,6 +71,13 @@ def nan_propagating_max(x: jax.Array, axis: int | tuple[int, ...] | None = None,
   """
   has_nan = jnp.max(jnp.where(jnp.isnan(x), 1.0, 0.0), axis=axis, keepdims=keepdims) > 0
   return jnp.where(has_nan, jnp.nan, jnp.max(x, axis=axis, keepdims=keepdims))
+
+
+def nan_propagating_min(x: jax.Array, axis: int | tuple[int, ...] | None = None,
+                        keepdims: bool = False) -> jax.Array:
+  """``jnp.min(x, axis)`` that is NaN wherever a reduced slice holds a NaN (see
+  :func:`nan_propagating_max`)."""
+  return -nan_propagating_max(-x, axis=axis, keepdims=keepdims)
 
 
 def finite_gradients(gradients: Any) -> jax.Array:

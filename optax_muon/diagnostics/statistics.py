@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from optax_muon._src import coefficients as coeffs_lib
+from optax_muon._src import nonfinite
 from optax_muon._src import path_kinds
 from optax_muon._src import power_iteration as pi
 
@@ -188,7 +189,7 @@ def orthogonality_error(o: jax.Array) -> dict[str, jax.Array]:
   lam = jnp.linalg.eigvalsh(g)
   eye = jnp.eye(r, dtype=g.dtype)
   return {
-      "ortho_error": jnp.max(jnp.abs(lam - 1.0), axis=-1),
+      "ortho_error": nonfinite.nan_propagating_max(jnp.abs(lam - 1.0), axis=-1),
       "ortho_error_rms": jnp.sqrt(jnp.sum(jnp.square(g - eye), axis=(1, 2)) / r),
       "sigma_max": jnp.sqrt(jnp.maximum(lam[..., -1], 0.0)),
       "sigma_min": jnp.sqrt(jnp.maximum(lam[..., 0], 0.0)),
@@ -235,7 +236,7 @@ def row_factors(w: jax.Array, *, spectral_norm: jax.Array | None = None
   """
   w = _stack(w).astype(jnp.float32)
   r = jnp.sqrt(jnp.sum(jnp.square(w), axis=1))  # [B, fan_out]
-  rmax = jnp.max(r, axis=-1)
+  rmax = nonfinite.nan_propagating_max(r, axis=-1)
   safe = jnp.maximum(rmax, _TINY)
   if spectral_norm is None:
     wn = w / safe[:, None, None]
@@ -244,7 +245,7 @@ def row_factors(w: jax.Array, *, spectral_norm: jax.Array | None = None
   else:
     coherence = spectral_norm / safe
   return {"row_magnitude": rmax, "row_coherence": coherence,
-          "row_norm_min": jnp.min(r, axis=-1)}
+          "row_norm_min": nonfinite.nan_propagating_min(r, axis=-1)}
 
 
 def attention_logit_summary(max_logits: Mapping[str, jax.Array],
@@ -262,13 +263,13 @@ def attention_logit_summary(max_logits: Mapping[str, jax.Array],
   out = {}
   for name, h in max_logits.items():
     h = jnp.asarray(h, jnp.float32)
-    out[f"max_logit/{name}"] = jnp.max(h)
+    out[f"max_logit/{name}"] = nonfinite.nan_propagating_max(h)
     out[f"max_logit_mean/{name}"] = jnp.mean(h)
     if threshold is not None:
       out[f"max_logit_frac_above/{name}"] = jnp.mean((h > threshold).astype(jnp.float32))
   if max_logits:
-    out["max_logit/all"] = jnp.max(jnp.stack([jnp.max(jnp.asarray(h)) for h in
-                                              max_logits.values()]).astype(jnp.float32))
+    out["max_logit/all"] = nonfinite.nan_propagating_max(jnp.stack(
+        [out[f"max_logit/{name}"] for name in max_logits]))
   return out
 
 
