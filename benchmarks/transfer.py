@@ -234,9 +234,11 @@ def _data(config):
 def _hidden(params):
   """[(name, [B, fan_in, fan_out] float64)] of the hidden (Muon) matrices of a host param tree."""
   import jax
+  from optax.contrib import MuonDimensionNumbers
   from train import labels
 
-  dims = jax.tree.leaves(labels.dimension_numbers(params), is_leaf=lambda x: x is None)
+  dims = jax.tree.leaves(labels.dimension_numbers(params),
+                         is_leaf=lambda x: x is None or isinstance(x, MuonDimensionNumbers))
   out = []
   for (path, x), dn in zip(jax.tree_util.tree_leaves_with_path(params), dims):
     if dn is not None:
