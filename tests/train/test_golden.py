@@ -1,10 +1,17 @@
-"""One-step golden test: pins the first three train steps' numerics on the tiny config."""
+"""Golden test: pins the trainer's first steps on the tiny config, for every optimizer it builds.
+
+Each optimizer takes its default learning rate (`DEFAULT_LEARNING_RATES`) with no warmup, so
+every pinned step follows an update whose learning rate is not zero; the model starts from the
+init the trainer picks for it (Muon++: the μP init). The loss and gradient norm reported at
+step t are computed before update t, so steps 1..3 pin the first three updates.
+"""
 
 import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from train import mesh as mesh_lib
 from train import optimizer as optimizer_lib
@@ -14,17 +21,32 @@ from train.state import init_state
 from train.step import jit_steps
 from models.sharding import batch_sharding
 
-# Stored from a CPU run (float32); update only for an intended numerics change.
-GOLDEN_LOSSES = (5.545701026916504, 5.545701026916504, 5.454775810241699)
-GOLDEN_GRAD_NORMS = (0.699221670627594, 0.699221670627594, 0.6981977224349976)
+STEPS = 4
+# Stored from a CPU run (float32); update only for an intended numerics change. Steps 1..3.
+GOLDEN_LOSSES = {
+    "adamw": (5.108863830566406, 4.7113189697265625, 4.3432297706604),
+    "muon": (4.892360687255859, 4.23836612701416, 3.577219247817993),
+    "muown": (4.267521858215332, 2.9701223373413086, 1.7148940563201904),
+    "muon_plus_plus": (3.5155081748962402, 1.5645456314086914, 0.3306844234466553),
+}
+GOLDEN_GRAD_NORMS = {
+    "adamw": (0.6940397024154663, 0.6984632611274719, 0.7025796175003052),
+    "muon": (0.6952052712440491, 0.7018713355064392, 0.7082005143165588),
+    "muown": (0.6986668705940247, 0.7066875696182251, 0.6501606702804565),
+    "muon_plus_plus": (0.713763415813446, 0.6529451012611389, 0.26728418469429016),
+}
 
 
-def test_first_steps_match_golden_numbers():
+def _first_steps(name: str) -> tuple[list[float], list[float]]:
   config = tiny.get_config()
-  config.optimizer.name = "adamw"
-  config.optimizer.learning_rate = 3e-3
+  config.optimizer.name = name
+  config.optimizer.learning_rate = None  # the optimizer's default
+  config.optimizer.warmup_steps = 0
+  config.optimizer.schedule = "constant"
   config.mesh.data = 1
-  model_cfg = trainer.model_config(config.model)
+  schedule = optimizer_lib.make_schedule(config.optimizer, 40)
+  assert all(float(schedule(t)) > 0 for t in range(STEPS))  # every pinned step moves
+  model_cfg = trainer.model_config(config.model, optimizer=name)
   mesh = mesh_lib.make_mesh(config.mesh, jax.devices()[:1])
   tx, use_qk_clip = optimizer_lib.make_optimizer(config.optimizer, model_cfg, 40)
   graphdef, state, shardings = init_state(model_cfg, tx, mesh, seed=0)
@@ -32,10 +54,17 @@ def test_first_steps_match_golden_numbers():
   tokens = (np.arange(8 * 65) * 7919 % 256).reshape(8, 65).astype(np.int32)
   batch = {"tokens": jnp.asarray(tokens), "mask": jnp.ones((8, 65), jnp.float32)}
   losses, norms = [], []
-  for _ in range(3):  # Warmup starts at lr=0: step 2 is the first with an update.
+  for _ in range(STEPS):
     state, metrics = train_fn(state, batch)
     losses.append(float(metrics["loss"]))
     norms.append(float(metrics["grad_norm"]))
+  return losses, norms
+
+
+@pytest.mark.parametrize("name", sorted(GOLDEN_LOSSES))
+def test_first_steps_match_golden_numbers(name):
+  losses, norms = _first_steps(name)
   assert abs(losses[0] - math.log(256)) < 0.05
-  np.testing.assert_allclose(losses, GOLDEN_LOSSES, rtol=2e-5)
-  np.testing.assert_allclose(norms, GOLDEN_GRAD_NORMS, rtol=2e-4)
+  assert losses[1] < losses[0]  # the first update moved the loss down
+  np.testing.assert_allclose(losses[1:], GOLDEN_LOSSES[name], rtol=2e-5)
+  np.testing.assert_allclose(norms[1:], GOLDEN_GRAD_NORMS[name], rtol=2e-4)
