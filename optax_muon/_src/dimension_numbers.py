@@ -222,7 +222,7 @@ def prefix_to_leaves(prefix: Any, tree: Any, is_leaf: Callable[[Any], bool],
   """
   treedef = jax.tree.structure(tree)
   try:
-    return treedef.flatten_up_to(jax.tree.map(
+    return treedef.flatten_up_to(jax.tree.map(  # type: ignore[attr-defined]
         lambda v, sub: jax.tree.map(lambda _: v, sub), prefix, tree, is_leaf=is_leaf))
   except (ValueError, TypeError) as e:
     paths = [p for p, _ in leaves_with_paths(tree)[0]][:8]

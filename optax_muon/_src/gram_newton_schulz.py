@@ -257,6 +257,7 @@ def iterate(prepared: prologue.Prepared, table: np.ndarray, normalization: str,
       q = p if q is None else mul(q, p)
       if i < stop - 1:
         r = mul(p, mul(r, p))  # R ← P R P
+    assert q is not None  # start < stop: at least one step ran
     x = (q[0] * x.astype(acc) + prologue.bmm(q[1], x)).astype(dt)  # X ← Q X, one rounding
     r0 = None
   return x

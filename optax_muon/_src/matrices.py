@@ -24,6 +24,7 @@ neuron is a *column* (``stack[b, :, j]``) and per-neuron vectors are
 ``[B, fan_out]``.
 """
 
+import typing
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -154,7 +155,7 @@ class MatrixStacks:
     return (isinstance(other, MatrixStacks) and self.groups == other.groups
             and self.values == other.values)
 
-  __hash__ = None
+  __hash__ = None  # type: ignore[assignment]  # compared by value, unhashable
 
   def __repr__(self) -> str:
     body = ", ".join(f"{g.name}: {getattr(v, 'shape', v)}" for g, v in self.items())
@@ -218,7 +219,8 @@ class MatrixPlan(NamedTuple):
       if others:
         parts = [leaves[m.leaf][None] for m in g.members]
       else:
-        parts = [dn.to_matrices(leaves[m.leaf], m.layout) for m in g.members]
+        parts = [dn.to_matrices(leaves[m.leaf], typing.cast(dn.MatrixLayout, m.layout))
+                 for m in g.members]
       values.append(parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=0))
     return MatrixStacks(self.other_groups if others else self.groups, tuple(values))
 
@@ -277,7 +279,7 @@ def plan_matrices(tree: Any, dimension_numbers: dn.DimensionNumbersSpec = None, 
   """
   named, treedef = dn.leaves_with_paths(tree)
   dims = dn.resolve_dimension_numbers(dimension_numbers, tree, default_rule)
-  layouts = []
+  layouts: list[dn.MatrixLayout | None] = []
   by_shape: dict[tuple[int, int], list[tuple[int, dn.MatrixLayout]]] = {}
   for i, ((path, leaf), d) in enumerate(zip(named, dims)):
     if d is None:
@@ -424,7 +426,7 @@ class PlannedRows:
     return (isinstance(other, PlannedRows) and self.planned == other.planned
             and self.rows == other.rows)
 
-  __hash__ = None
+  __hash__ = None  # type: ignore[assignment]  # compared by value, unhashable
 
 
 class MatrixPartitionState(NamedTuple):

@@ -24,7 +24,7 @@ MomentumForm = Literal["sum", "ema", "ema_debiased"]
 
 
 class MomentumState(NamedTuple):
-  count: jax.Array  # shape=(), dtype=int32.
+  count: jax.Array  # type: ignore[assignment]  # shape=(), dtype=int32.
   mu: Any  # like params, dtype=mu_dtype.
 
 

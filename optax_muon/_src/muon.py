@@ -29,7 +29,7 @@ def muon(
     learning_rate: optax.ScalarOrSchedule,
     *,
     momentum: momentum_lib.MomentumForm = "sum",
-    ns_eps: jax.typing.ArrayLike = 1e-7,
+    ns_eps: float = 1e-7,
     adaptive: bool = False,
     scale: scale_lib.Convention = "moonlight",
     rms: jax.typing.ArrayLike = 0.2,

@@ -194,7 +194,7 @@ def ns_config_resolver(schedule: Any, steps: Any, lower_bound: float = 1e-3):
   @functools.cache
   def config(leaf_schedule, leaf_steps) -> NSConfig:
     table = coeffs_lib.ns_coefficients(leaf_schedule, leaf_steps, lower_bound=lower_bound)
-    return NSConfig(tuple(tuple(float(c) for c in row) for row in table),
+    return NSConfig(tuple((float(a), float(b), float(c)) for a, b, c in table),
                     coeffs_lib.schedule_input_scale(leaf_schedule))
 
   def resolve(path: str) -> NSConfig:
@@ -266,8 +266,8 @@ def orthogonalize_stacks(
       o = mine[0][1]
     else:  # rows with different coefficient tables: put them back in order
       o = jnp.zeros((g.rows, short, long), x.dtype)
-      for rows, r in mine:
-        o = o.at[rows].set(r[:, :short, :long])
+      for sel, r in mine:
+        o = o.at[sel].set(r[:, :short, :long])
     o = o[:, :short, :long] if o.shape[1:] != (short, long) else o
     out.append((jnp.swapaxes(o, 1, 2) if g.fan_in > g.fan_out else o).astype(x.dtype))
   return matrices.MatrixStacks(stacks.groups, tuple(out))

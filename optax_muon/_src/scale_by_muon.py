@@ -13,6 +13,7 @@ import optax
 
 from optax_muon._src import coefficients as coeffs_lib
 from optax_muon._src import dimension_numbers as dn
+from optax_muon._src import gram_newton_schulz as gram_ns
 from optax_muon._src import momentum as momentum_lib
 from optax_muon._src import newton_schulz as ns_lib
 from optax_muon._src import spectral_scale as scale_lib
@@ -26,16 +27,16 @@ def scale_by_muon(
     *,
     beta: jax.typing.ArrayLike = 0.95,
     nesterov: bool = True,
-    momentum: str = "sum",
+    momentum: momentum_lib.MomentumForm = "sum",
     mu_dtype: Any = None,
     ns_schedule: coeffs_lib.Schedule | dict = "jordan",
     ns_steps: int | dict = 5,
-    normalization: str = "frobenius",
-    ns_eps: jax.typing.ArrayLike = 1e-7,
+    normalization: ns_lib.Normalization = "frobenius",
+    ns_eps: float = 1e-7,
     compute_dtype: Any = None,
-    ns_method: str = "auto",
+    ns_method: gram_ns.Method = "auto",
     adaptive: bool = False,
-    scale: str = "moonlight",
+    scale: scale_lib.Convention = "moonlight",
     rms: jax.typing.ArrayLike = 0.2,
     exact_scale: bool = False,
     power_iterations: int = 2,

@@ -30,7 +30,7 @@ WEIGHT_DECAY_MODES = ("coupled", "independent")
 
 
 class WeightDecayState(NamedTuple):
-  count: jax.Array  # shape=(), dtype=int32: the schedule's step.
+  count: jax.Array  # type: ignore[assignment]  # shape=(), dtype=int32: the schedule's step.
 
 
 def path_mask(pattern: str | None) -> Callable[[Any], Any] | None:
