@@ -17,6 +17,7 @@ its own process. `results/pod_scale.md` is rewritten from the JSON each time.
 """
 
 import argparse
+import ast
 import dataclasses
 import json
 import math
@@ -42,7 +43,7 @@ class Row:
 
   @property
   def key(self) -> str:
-    return f"{self.topology}/{self.preset}"
+    return f"{self.topology}/{self.preset}" + "".join(f"/{k}={v}" for k, v in self.overrides)
 
   def flags(self, optimizer: str) -> list[str]:
     data, fsdp, tensor = self.mesh
@@ -60,6 +61,17 @@ ROWS = {r.key: r for r in (
     Row("v6e-64", "llama-8b", 256, 4096, (1, -1, 1)),
     Row("v5e-256", "llama-1b", 1024, 4096, (1, -1, 1)),
 )}
+# What each memory fix buys (docs/pod_scale.md): the v5p-128 8B row with one fix undone.
+ABLATIONS = {r.key: r for r in (
+    Row("v5p-128", "llama-8b", 256, 4096, (1, -1, 1), (("model.attention_chunk", "0"),)),
+    Row("v5p-128", "llama-8b", 256, 4096, (1, -1, 1), (("model.logits_chunk", "0"),)),
+    Row("v5p-128", "llama-8b", 256, 4096, (1, -1, 1), (("model.remat_policy", "minimal"),)),
+    Row("v5p-128", "llama-8b", 256, 4096, (1, -1, 1),
+        (("optimizer.options.mu_dtype", "bfloat16"),)),
+    # The pod script's config before this change (issue 29's first table), now with the fixes.
+    Row("v5p-128", "1b", 256, 2048, (1, -1, 1)),
+)}
+ALL_ROWS = {**ROWS, **ABLATIONS}
 
 
 def _make_tx(name: str):
@@ -103,7 +115,12 @@ def compile_one(row: Row, optimizer: str) -> dict:
     *parents, leaf = key.split(".")
     for p in parents:
       node = node[p]
-    node[leaf] = type(node[leaf])(value) if node[leaf] is not None else value
+    try:
+      value = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+      pass  # a plain string, e.g. "minimal"
+    with node.unlocked():
+      node[leaf] = value
   try:
     report = aot.compile_report(config, row.topology, make_tx=_make_tx(optimizer))
   except aot.DoesNotFit as e:
@@ -115,17 +132,18 @@ def compile_one(row: Row, optimizer: str) -> dict:
 def ns_arithmetic(preset: str, chips: int) -> dict:
   """Newton–Schulz balance and the 5·d/B estimate, from the preset's shapes (arithmetic).
 
-  Hidden matrices are grouped by shape `[m, n]`; a group of `c` matrices is padded to a
+  Hidden matrices are grouped by shape, a matrix and its transpose together (`[d, d_ff]` and
+  `[d_ff, d]`: an 8B model's 224 matrices in 3 groups); a group of `c` matrices is padded to a
   multiple of the chips, so each chip orthogonalizes `ceil(c / chips)` of them. Cost of one
   matrix ∝ max(m, n)·min(m, n)² (Newton–Schulz's matrix products).
   """
   import models  # pylint: disable=g-import-not-at-top
   cfg = models.get_config(preset)
   d, h, g, k, f = cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.d_ff
-  shapes = {(d, h * k): 2 * cfg.n_layers} if h * k == d else {(d, h * k): cfg.n_layers,
-                                                               (h * k, d): cfg.n_layers}
-  for shape, count in (((d, g * k), 2 * cfg.n_layers), ((d, f), 2 * cfg.n_layers),
-                       ((f, d), cfg.n_layers)):
+  shapes = {}
+  for shape, count in (((d, h * k), 2 * cfg.n_layers), ((d, g * k), 2 * cfg.n_layers),
+                       ((d, f), 3 * cfg.n_layers)):  # q and o; k and v; gate, up and down
+    shape = tuple(sorted(shape))
     shapes[shape] = shapes.get(shape, 0) + count
   cost = lambda m, n: max(m, n) * min(m, n) ** 2
   # Flops of one quintic NS step on an m x n matrix (m <= n): X Xᵀ, A², (bA + cA²) X.
@@ -174,7 +192,7 @@ def write_markdown(results: dict, path: str) -> None:
       r = row.get(opt)
       if r is None:
         continue
-      topo, preset = key.split("/")
+      topo, preset = key.split("/", 1)
       if not r.get("fits") and "total_GiB" not in r:
         lines.append(f"| {topo} | {preset} | | {opt} | no: {r.get('error', '')[:160]} |"
                      + " |" * 15)
@@ -205,18 +223,19 @@ def write_markdown(results: dict, path: str) -> None:
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated of {list(ROWS)}")
+  parser.add_argument("--rows", default=",".join(ROWS),
+                      help=f"comma-separated of {list(ALL_ROWS)}")
   parser.add_argument("--optimizers", default=",".join(OPTIMIZERS))
   parser.add_argument("--redo", action="store_true", help="compile rows already in the JSON")
   parser.add_argument("--out", default=os.path.join(RESULTS, "pod_scale.json"))
   parser.add_argument("--one", nargs=2, metavar=("ROW", "OPTIMIZER"), help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.one:
-    print(json.dumps(compile_one(ROWS[args.one[0]], args.one[1])))
+    print(json.dumps(compile_one(ALL_ROWS[args.one[0]], args.one[1])))
     return
   for key in args.rows.split(","):
-    if key not in ROWS:
-      raise ValueError(f"--rows: unknown row {key!r}; choose from {list(ROWS)}")
+    if key not in ALL_ROWS:
+      raise ValueError(f"--rows: unknown row {key!r}; choose from {list(ALL_ROWS)}")
   for name in args.optimizers.split(","):
     if name not in OPTIMIZERS:
       raise ValueError(f"--optimizers: unknown optimizer {name!r}; choose from {OPTIMIZERS}")
@@ -234,7 +253,7 @@ def main() -> None:
       else:
         report = json.loads(out.stdout.strip().splitlines()[-1])
       if "chips" in report:
-        report["ns"] = ns_arithmetic(ROWS[key].preset, report["chips"])
+        report["ns"] = ns_arithmetic(ALL_ROWS[key].preset, report["chips"])
       print(f"{key} {opt}: {time.time() - start:.0f} s, fits={report.get('fits')}, "
             f"total={report.get('total_GiB', float('nan')):.2f} GiB", flush=True)
       results = _load(args.out)  # another run may have added rows meanwhile

@@ -119,6 +119,8 @@ _COMP_RE = re.compile(r"^(ENTRY\s+)?%?([\w.\-]+)\s.*\{\s*$")
 _CALL_RE = re.compile(r"(body|calls|to_apply|condition|true_computation|false_computation)"
                       r"=%?([\w.\-]+)")
 _TRIP_RE = re.compile(r'"known_trip_count":\{"n":"(\d+)"')
+_COND_RE = re.compile(r"condition=%?([\w.\-]+)")
+_CONST_RE = re.compile(r"s32\[\]\S*\s+constant\((\d+)\)")
 
 
 def _shape_bytes(text: str) -> float:
@@ -130,7 +132,8 @@ def collective_bytes(hlo_text: str) -> dict[str, dict[str, float]]:
   """Per-device result bytes and op counts of each collective kind in a compiled HLO module.
 
   Each op counts once per execution: ops in a `while` body (a scanned layer stack) are
-  multiplied by the loop's known trip count. An async `-start` op's tuple holds its operands
+  multiplied by the loop's trip count (its `known_trip_count`, else the bound its condition
+  compares the counter with: the largest s32 constant there, as `lax.scan` lowers). An async `-start` op's tuple holds its operands
   and results; only the results (its second half) count.
 
   Examples:
@@ -142,11 +145,11 @@ def collective_bytes(hlo_text: str) -> dict[str, dict[str, float]]:
     {'count': 1, 'bytes': 256.0}
   """
   comps: dict[str, list[str]] = {}
-  calls: dict[str, list[tuple[str, int]]] = {}  # callee -> [(caller, trip count)]
+  calls: dict[str, list[tuple[str, Any]]] = {}  # callee -> [(caller, trip count or cond)]
   entry, current = None, None
   for line in hlo_text.splitlines():
-    m = _COMP_RE.match(line)
-    if m and "=" not in line.split("{")[0]:
+    m = _COMP_RE.match(line) if line[:1] not in ("", " ", "\t") else None
+    if m:  # a computation's header (instructions are indented)
       current = m.group(2)
       comps[current] = []
       if m.group(1):
@@ -156,9 +159,18 @@ def collective_bytes(hlo_text: str) -> dict[str, dict[str, float]]:
       continue
     comps[current].append(line)
     trip = _TRIP_RE.search(line)
+    cond = _COND_RE.search(line)
     for kind, callee in _CALL_RE.findall(line):
-      n = int(trip.group(1)) if (trip and kind == "body") else 1
+      n = 1
+      if kind == "body":
+        n = int(trip.group(1)) if trip else ("cond", cond.group(1) if cond else None)
       calls.setdefault(callee, []).append((current, n))
+
+  def trips(n) -> int:
+    if isinstance(n, int):
+      return n
+    bounds = [int(c) for l in comps.get(n[1], []) for c in _CONST_RE.findall(l)]
+    return max(bounds, default=1)
 
   memo: dict[str, int] = {}
 
@@ -166,7 +178,7 @@ def collective_bytes(hlo_text: str) -> dict[str, dict[str, float]]:
     if comp == entry or depth > 50:
       return 1
     if comp not in memo:
-      memo[comp] = sum(times(c, depth + 1) * n for c, n in calls.get(comp, [])) or 1
+      memo[comp] = sum(times(c, depth + 1) * trips(n) for c, n in calls.get(comp, [])) or 1
     return memo[comp]
 
   out = {k: {"count": 0, "bytes": 0.0} for k in COLLECTIVES}
@@ -268,9 +280,12 @@ def compile_report(config: ml_collections.ConfigDict, topology: str, num_slices:
       raise
     report["compile_s"] = time.perf_counter() - start
     first = next((l for l in str(e).splitlines() if "HBM" in l), str(e).splitlines()[0])
-    raise DoesNotFit(f"{config.model.preset} x {config.optimizer.name} on {topology} "
-                     f"(mesh {dict(mesh.shape)}, batch {config.batch_size}x{config.seq_len}): "
-                     f"{first.strip()}") from None
+    error = DoesNotFit(f"{config.model.preset} x {config.optimizer.name} on {topology} "
+                       f"(mesh {dict(mesh.shape)}, batch {config.batch_size}x{config.seq_len}): "
+                       f"{first.strip()}")
+    report.update(fits=False, error=str(error))
+    error.report = report
+    raise error from None
   report["compile_s"] = time.perf_counter() - start
   mem = compiled.memory_analysis()
   total = (mem.argument_size_in_bytes + mem.output_size_in_bytes - mem.alias_size_in_bytes
@@ -321,13 +336,22 @@ def format_report(r: dict[str, Any]) -> str:
   return "\n".join(lines)
 
 
-def main(config: ml_collections.ConfigDict, topology: str, num_slices: int,
-         json_path: str | None) -> int:
-  report = compile_report(config, topology, num_slices)
-  print(format_report(report), flush=True)
+def _write(report: dict[str, Any], json_path: str | None) -> None:
   if json_path:
     with open(json_path, "w") as f:
       json.dump(report, f, indent=1)
+
+
+def main(config: ml_collections.ConfigDict, topology: str, num_slices: int,
+         json_path: str | None) -> int:
+  """Compiles, prints and writes (`json_path`) the report; `DoesNotFit` when it does not fit."""
+  try:
+    report = compile_report(config, topology, num_slices)
+  except DoesNotFit as e:
+    _write(getattr(e, "report", {"fits": False, "error": str(e)}), json_path)
+    raise
+  print(format_report(report), flush=True)
+  _write(report, json_path)
   if not report["fits"]:  # The compiler accepted it, but the total is above the limit.
     raise DoesNotFit(f"total {report['total_GiB']:.2f} GiB > {report['hbm_limit_GiB']:.2f} GiB")
   return 0
