@@ -463,7 +463,7 @@ def _move(best_lrs: dict) -> float | None:
 
 
 def claims(out) -> list[str]:
-  """The issue's claims, checked on these numbers (met / not met)."""
+  """The goals of the width-transfer study, checked on these numbers (met / not met)."""
   o = out["optimizers"]
   lines = []
   widths = out["widths"]
