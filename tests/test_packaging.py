@@ -50,6 +50,13 @@ def test_wheel_holds_one_top_level_package(wheel):
   assert {t for t in tops if not t.endswith(".dist-info")} == {"optax_muon"}, tops
 
 
+def test_wheel_marks_the_package_typed(wheel):
+  # PEP 561: a user's type checker reads the aliases' written-out signatures.
+  with zipfile.ZipFile(wheel) as z:
+    assert "optax_muon/py.typed" in z.namelist()
+    assert "optax_muon/matrices.py" in z.namelist()
+
+
 def test_wheel_requires_only_what_the_library_imports(wheel):
   requires = [l.split(":", 1)[1].strip() for l in _metadata(wheel) if l.startswith("Requires-Dist:")]
   base = [r for r in requires if "extra ==" not in r]

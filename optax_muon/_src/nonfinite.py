@@ -146,7 +146,7 @@ def skipped_steps(opt_state: Any) -> jax.Array:
   """
   # The wrapper's state and matrix_partition's (skip_nonfinite=True) both carry the count.
   has_count = lambda x: (isinstance(x, tuple) and "skipped_steps" in getattr(x, "_fields", ())
-                         and hasattr(x.skipped_steps, "shape"))
+                         and hasattr(getattr(x, "skipped_steps"), "shape"))
   found = [x.skipped_steps for x in jax.tree.leaves(opt_state, is_leaf=has_count)
            if has_count(x)]
   return sum(found, jnp.zeros([], jnp.int32))

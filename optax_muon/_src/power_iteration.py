@@ -42,7 +42,7 @@ def start_vectors(batch: int, n: int, dtype=jnp.float32, block: int | None = Non
   """
   if block is None:
     v = np.random.default_rng(0).standard_normal(n)
-    v = v / max(np.linalg.norm(v), 1e-30)
+    v = v / max(float(np.linalg.norm(v)), 1e-30)
     return jnp.broadcast_to(jnp.asarray(v, dtype), (batch, n))
   k = min(block, n)
   q, _ = np.linalg.qr(np.random.default_rng(0).standard_normal(n * k).reshape(n, k))
@@ -118,7 +118,7 @@ def _orthonormal_columns(x: jax.Array) -> jax.Array:
   Two passes of modified Gram–Schmidt keep f32 columns orthogonal to rounding
   ("twice is enough"); a column in the span of the earlier ones becomes zero.
   """
-  cols = []
+  cols: list[jax.Array] = []
   for j in range(x.shape[-1]):
     c = x[..., j]
     for _ in range(2):

@@ -113,7 +113,7 @@ class MatrixStats(NamedTuple):
 
 
 class SpectralProbeState(NamedTuple):
-  count: jax.Array  # shape=(), dtype=int32: updates seen.
+  count: jax.Array  # type: ignore[assignment]  # shape=(), dtype=int32: updates seen.
   recorded_step: jax.Array  # shape=(), dtype=int32: 1-based step of the last recording (0 = none).
   stats: Any  # MatrixStacks of MatrixStats (None for groups with nothing probed).
   right_vectors: Any  # MatrixStacks of [rows, fan_out] float32 power-iteration vectors, or None.
@@ -217,6 +217,7 @@ def spectral_probe(diagnostics: Any, *, schedule: Any = "jordan", steps: Any = 5
     (0.5, 1.0)
   """
   cfg = as_config(diagnostics)
+  assert cfg is not None, "spectral_probe needs a diagnostics configuration, not None"
   record_spectrum = cfg.momentum if momentum is None else momentum
   record_weight = weights and cfg.weight_norm != "none"
   ns_key = lambda path: (_hashable(_per_path(schedule, path, "jordan")),
