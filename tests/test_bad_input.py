@@ -72,8 +72,8 @@ def test_nonfinite_gradient_skips_the_step(alias, bad):
 def test_nonfinite_check_holds_no_extra_memory(alias):
   # The check reads the gradients before the update, so each keep-or-skip select
   # fuses into the kernel writing the new value: peak temporary memory stays that
-  # of the same update without the check (checking the outputs instead held every
-  # update and the whole new state: 1.18x-1.64x here).
+  # of the same update without the check (checking the outputs instead would hold every
+  # update and the whole new state).
   params = {f"l{i}": {"w": jnp.ones((64, 256)), "v": jnp.ones((256, 64)), "b": jnp.ones(64)}
             for i in range(4)}
   params["embed"] = {"embedding": jnp.ones((512, 64))}

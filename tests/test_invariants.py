@@ -249,7 +249,7 @@ def test_muon_plus_plus_bounds_a_zero_initialized_matrix():
   # A zero-initialized matrix (modded-nanogpt's output projections) gives the bound's
   # subspace iteration nothing to refine at init; it must still track the weight once the
   # weight grows. Exact SVD after every step: ‖W_t‖₂ ≤ 1.03·R, and the weight reaches R
-  # (without the bound it ends at 3.3·R; that was the behaviour before the fix).
+  # (a bound that never engages lets it grow well past R).
   fan_in, fan_out, radius, lr = 32, 64, 1.0, 0.1
   bound = radius * np.sqrt(fan_out / fan_in)
   ratios = _bound_ratios(om.muon_plus_plus(lr, weight_radius=radius),

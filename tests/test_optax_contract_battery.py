@@ -14,7 +14,7 @@ import importlib.util
 
 import optax_muon
 
-# As the issue that asked for this battery specifies: lr 1e-2, Muon (and NorMuon)
+# optax's battery settings for our aliases: lr 1e-2, Muon (and NorMuon)
 # without weight decay, Muon++ with a weight radius the targets fit in.
 OURS = (
     {"opt_name": "muon", "opt_kwargs": {"learning_rate": 1e-2, "weight_decay": 0.0}},
