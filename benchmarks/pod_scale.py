@@ -127,6 +127,8 @@ def compile_one(row: Row, optimizer: str) -> dict:
   except aot.DoesNotFit as e:
     report = {"fits": False, "error": str(e)}
   report["optimizer"] = optimizer
+  if "chips" in report:
+    report["ns"] = ns_arithmetic(row.preset, report["chips"])
   return report
 
 
@@ -253,8 +255,6 @@ def main() -> None:
         report = {"fits": False, "error": out.stderr.strip().splitlines()[-1][:400]}
       else:
         report = json.loads(out.stdout.strip().splitlines()[-1])
-      if "chips" in report:
-        report["ns"] = ns_arithmetic(ALL_ROWS[key].preset, report["chips"])
       print(f"{key} {opt}: {time.time() - start:.0f} s, fits={report.get('fits')}, "
             f"total={report.get('total_GiB', float('nan')):.2f} GiB", flush=True)
       results = _load(args.out)  # another run may have added rows meanwhile
