@@ -1,5 +1,6 @@
 """Spectral diagnostics, the in-optimizer probes and the NS recipe, against exact references."""
 
+import functools
 import json
 import math
 import os
@@ -350,6 +351,16 @@ def test_recipe_is_accepted_by_muon():
   u, state = jax.jit(tx.update)(_grads(params, 0), tx.init(params), params)
   assert all(bool(jnp.isfinite(x).all()) for x in jax.tree.leaves(u))
   assert "layers/1/mlp/down/kernel" in omd.read(state)
+  # Each leaf steps with its own recipe entry: the same update as that entry applied to all.
+  q, down = ("layers", "0", "attn", "q", "kernel"), ("layers", "1", "mlp", "down", "kernel")
+  get = lambda tree, path: functools.reduce(lambda t, k: t[k], path, tree)
+  for path, schedule, steps in ((q, "polar_express", 3), (down, "jordan", 8)):
+    whole = optax_muon.muon(1e-3, ns_schedule=schedule, ns_steps=steps)
+    ref, _ = jax.jit(whole.update)(_grads(params, 0), whole.init(params), params)
+    np.testing.assert_allclose(get(u, path), get(ref, path), rtol=1e-5, atol=1e-7)
+  five = optax_muon.muon(1e-3)
+  ref, _ = jax.jit(five.update)(_grads(params, 0), five.init(params), params)
+  assert not np.allclose(get(u, q), get(ref, q), rtol=1e-3)
 
 
 def test_probe_on_sharded_arrays_matches_unsharded():
