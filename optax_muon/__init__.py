@@ -17,10 +17,14 @@ from optax_muon._src.coefficients import ns_failure_threshold
 from optax_muon._src.coefficients import ns_scalar_map
 from optax_muon._src.coefficients import ns_spectral_norm_range
 from optax_muon._src.coefficients import polar_express_coefficients
+from optax_muon._src.describe import describe
 from optax_muon._src.dimension_numbers import MuonDimensionNumbers
 from optax_muon._src.dimension_numbers import default_matrix_rule
 from optax_muon._src.dimension_numbers import path_to_str
 from optax_muon._src.dimension_numbers import resolve_dimension_numbers
+from optax_muon._src.fused import FusedDimensionNumbers
+from optax_muon._src.layouts import conv_dimension_numbers
+from optax_muon._src.layouts import dimension_numbers_for
 from optax_muon._src.matrices import matrix_partition
 from optax_muon._src.matrices import per_matrix
 from optax_muon._src.momentum import MOMENTUM_FORMS
@@ -57,13 +61,17 @@ __version__ = "0.2.0"
 __all__ = [
     "MOMENTUM_FORMS",
     "MomentumState",
+    "FusedDimensionNumbers",
     "MuonDimensionNumbers",
     "NORMALIZATIONS",
     "NORMALIZATION_SCALE",
     "QKClipSpec",
     "SCALE_CONVENTIONS",
     "SCHEDULES",
+    "conv_dimension_numbers",
     "decoupled_weight_decay",
+    "describe",
+    "dimension_numbers_for",
     "default_matrix_rule",
     "diagnostics",
     "init_sharded",

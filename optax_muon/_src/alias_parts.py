@@ -17,6 +17,7 @@ import jax
 import optax
 
 from optax_muon._src import coefficients as coeffs_lib
+from optax_muon._src import describe as describe_lib
 from optax_muon._src import dimension_numbers as dn
 from optax_muon._src import gram_newton_schulz as gram_ns
 from optax_muon._src import matrices
@@ -175,7 +176,15 @@ def adamw_for_others(learning_rate: optax.ScalarOrSchedule, shared: Shared, *,
 
 
 def assemble(matrix_chain: optax.GradientTransformation, others: optax.GradientTransformation,
-             shared: Shared) -> optax.GradientTransformationExtraArgs:
-  """``matrix_partition`` with the other leaves stacked too and the non-finite check inside."""
-  return matrices.matrix_partition(matrix_chain, others, shared.dimension_numbers,
-                                   stack_others=True, skip_nonfinite=shared.skip_nonfinite)
+             shared: Shared, *, name: str = "muon", scale: str = "moonlight",
+             rms: Any = 0.2, multiplier: Any = 1.0) -> optax.GradientTransformationExtraArgs:
+  """``matrix_partition`` with the other leaves stacked too and the non-finite check inside.
+
+  ``name``, ``scale``, ``rms`` and ``multiplier`` (the alias and its spectral
+  scale) are recorded on the transform for :func:`optax_muon.describe`.
+  """
+  tx = matrices.matrix_partition(matrix_chain, others, shared.dimension_numbers,
+                                 stack_others=True, skip_nonfinite=shared.skip_nonfinite)
+  return describe_lib.attach(tx, describe_lib.AliasInfo(
+      name, shared.dimension_numbers, scale, describe_lib.as_float(rms),
+      describe_lib.as_float(multiplier)))

@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 from optax.contrib import MuonDimensionNumbers
 
+from optax_muon._src import fused
 from optax_muon._src import path_kinds
 
 __all__ = [
@@ -45,7 +46,7 @@ DimensionNumbersSpec = Any
 
 
 def is_dimension_numbers(x: Any) -> bool:
-  return isinstance(x, MuonDimensionNumbers)
+  return isinstance(x, (MuonDimensionNumbers, fused.FusedDimensionNumbers))
 
 
 def _is_spec_leaf(x: Any) -> bool:
@@ -59,6 +60,8 @@ class MatrixLayout(NamedTuple):
   batch_axes: tuple[int, ...]
   reduction_axes: tuple[int, ...]
   output_axes: tuple[int, ...]
+  # The leaf's own shape when ``shape`` is a view of it (a fused leaf split into parts).
+  leaf_shape: tuple[int, ...] | None = None
 
   @property
   def batch(self) -> int:
@@ -102,6 +105,10 @@ def matrix_layout(
     ValueError: naming ``path`` when the parameter has rank < 2 or the axes are
       out of range, repeated or overlapping.
   """
+  if isinstance(dims, fused.FusedDimensionNumbers):
+    view, red_view, out_view = fused.fused_view(tuple(shape), dims, path)
+    lay = matrix_layout(view, MuonDimensionNumbers(red_view, out_view), path)
+    return lay._replace(leaf_shape=tuple(shape))
   ndim = len(shape)
   if ndim < 2:
     raise ValueError(
@@ -121,6 +128,8 @@ def matrix_layout(
 
 def to_matrices(x: jax.Array, layout: MatrixLayout) -> jax.Array:
   """``x`` as a ``[batch, fan_in, fan_out]`` stack (a no-op view for 2-D kernels)."""
+  if layout.leaf_shape is not None:
+    x = x.reshape(layout.shape)
   y = x if layout.permutation == tuple(range(x.ndim)) else jnp.transpose(x, layout.permutation)
   return y.reshape(layout.batch, layout.fan_in, layout.fan_out)
 
@@ -129,9 +138,9 @@ def from_matrices(y: jax.Array, layout: MatrixLayout) -> jax.Array:
   """Inverse of :func:`to_matrices`."""
   perm = layout.permutation
   y = y.reshape(tuple(layout.shape[a] for a in perm))
-  if perm == tuple(range(len(perm))):
-    return y
-  return jnp.transpose(y, tuple(perm.index(a) for a in range(len(perm))))
+  if perm != tuple(range(len(perm))):
+    y = jnp.transpose(y, tuple(perm.index(a) for a in range(len(perm))))
+  return y if layout.leaf_shape is None else y.reshape(layout.leaf_shape)
 
 
 def path_to_str(path: tuple[Any, ...]) -> str:
@@ -250,7 +259,10 @@ def default_matrix_rule(path: str, leaf: Any) -> MuonDimensionNumbers | None:
   A leaf is a Muon matrix when it has rank >= 2, is non-empty, and its path
   does not name an embedding, the LM head, a norm gain or a bias
   (:func:`path_kind`). Leading axes are a batch of matrices (scanned layers
-  ``[L, fan_in, fan_out]``).
+  ``[L, fan_in, fan_out]``), except in a convolution (a path component such as
+  ``Conv_0`` or ``conv2_d``: :func:`path_kinds.is_conv`), whose
+  ``[*window, in, out]`` kernel is one ``[prod(window)·in, out]`` matrix, as in
+  Keller Jordan's Muon.
 
   Examples:
     >>> import jax.numpy as jnp
@@ -264,4 +276,6 @@ def default_matrix_rule(path: str, leaf: Any) -> MuonDimensionNumbers | None:
     return None
   if path_kinds.path_kind(path) in path_kinds.NON_MATRIX_KINDS:
     return None
+  if len(shape) >= 3 and path_kinds.is_conv(path):  # [*window, in, out]: one matrix
+    return MuonDimensionNumbers(tuple(range(len(shape) - 1)), len(shape) - 1)
   return MuonDimensionNumbers(len(shape) - 2, len(shape) - 1)

@@ -98,4 +98,4 @@ def muon(
                                     mask=shared.weight_decay_mask),
   )
   others = alias_parts.adamw_for_others(learning_rate, shared, nesterov=adam_nesterov)
-  return alias_parts.assemble(matrix_chain, others, shared)
+  return alias_parts.assemble(matrix_chain, others, shared, name="muon", scale=scale, rms=rms)

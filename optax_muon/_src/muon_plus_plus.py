@@ -135,7 +135,7 @@ def muon_plus_plus(
       *bound,
   )
   return alias_parts.assemble(matrix_chain, alias_parts.adamw_for_others(learning_rate, shared),
-                              shared)
+                              shared, name="muon_plus_plus", scale=scale, multiplier=update_scale)
 
 
 def _pins_spectral_norm(ns: dict[str, Any]) -> bool:

@@ -100,4 +100,4 @@ def muown(
       wd_lib.decoupled_weight_decay(shared.weight_decay, learning_rate,
                                     mask=shared.weight_decay_mask))
   return alias_parts.assemble(matrix_chain, alias_parts.adamw_for_others(learning_rate, shared),
-                              shared)
+                              shared, name="muown", rms=rms)

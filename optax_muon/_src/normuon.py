@@ -97,4 +97,4 @@ def normuon(
                                     mask=shared.weight_decay_mask),
   )
   return alias_parts.assemble(matrix_chain, alias_parts.adamw_for_others(learning_rate, shared),
-                              shared)
+                              shared, name="normuon", rms=rms)

@@ -21,6 +21,7 @@ __all__ = [
     "NON_MATRIX_KINDS",
     "path_family",
     "path_kind",
+    "is_conv",
 ]
 
 # Kind -> regex over one path component (matched in full, case-insensitively).
@@ -30,10 +31,10 @@ _KIND_PATTERNS = (
     ("norm", r".*norm.*|ln(_.*|f|\d*)|scale"),
     ("bias", r"bias|.*_bias"),
     ("qkv", r"qkv|wqkv|c_attn|query_key_value"),
-    ("q", r"q|wq|q_proj|query"),
-    ("k", r"k|wk|k_proj|key"),
-    ("v", r"v|wv|v_proj|value"),
-    ("o", r"o|wo|o_proj|out|out_proj|c_proj"),
+    ("q", r"q|wq|q_proj|query|query_proj"),
+    ("k", r"k|wk|k_proj|key|key_proj"),
+    ("v", r"v|wv|v_proj|value|value_proj"),
+    ("o", r"o|wo|o_proj|out|out_proj|c_proj|output_proj"),
     ("gate", r"gate|w1|gate_proj"),
     ("up", r"up|w3|up_proj|c_fc|fc1"),
     ("down", r"down|w2|down_proj|fc2"),
@@ -72,6 +73,19 @@ def path_kind(path: str) -> str:
       if pattern.match(part):
         return kind
   return "other"
+
+
+_CONV = re.compile(r"^(?:conv.*|.*_conv\d*)$", re.IGNORECASE)
+
+
+def is_conv(path: str) -> bool:
+  """Whether a path names a convolution (a component ``Conv_0``, ``conv2_d``, ``stem_conv``).
+
+  Examples:
+    >>> is_conv("params/Conv_0/kernel"), is_conv("conv2_d/w"), is_conv("layers/0/mlp/up/kernel")
+    (True, True, False)
+  """
+  return any(_CONV.match(p) for p in path.split("/"))
 
 
 def path_family(path: str) -> str:

@@ -41,6 +41,8 @@ def _group_specs(group: matrices.Group, param_sharding: NamedSharding, ndim: int
   """``(rows, fan_in, fan_out)`` specs of a group, from its first member's parameter."""
   lay = group.members[0].layout
   assert lay is not None  # a matrix group
+  if lay.leaf_shape is not None:  # a fused leaf's parts: its axes are not the parameter's
+    return None, None, None
   entries = _spec_entries(param_sharding, ndim)
   rows = _axis_spec(entries, lay.batch_axes) if len(group.members) == 1 and lay.batch_axes else None
   return rows, _axis_spec(entries, lay.reduction_axes), _axis_spec(entries, lay.output_axes)
