@@ -41,9 +41,11 @@ def optimizer_config(config: ml_collections.ConfigDict) -> omd.DiagnosticsConfig
 
 
 def logit_metrics(max_logits: dict) -> dict:
-  """Per-layer max and head-mean of the max attention logit (cheap; every step)."""
+  """Per-layer max and head-mean of the max attention logit, and the max over every layer as
+  `max_attn_logit` (cheap; every step; NaN when a logit is NaN)."""
   out = omd.attention_logit_summary(max_logits)
-  out.pop("max_logit/all", None)
+  if "max_logit/all" in out:
+    out["max_attn_logit"] = out.pop("max_logit/all")
   return out
 
 

@@ -92,7 +92,6 @@ def train_step(state: TrainState, batch: Batch, *, graphdef: nnx.GraphDef,
       "skipped": skipped_steps - state.opt_state.skipped_steps,  # 1 if this step was skipped.
       "skipped_steps": skipped_steps,
       "grad_norm": optax.tree.norm(grads),
-      "max_attn_logit": jnp.max(jnp.stack(list(max_logits.values()))),
       **update_rms(updates),
       **diagnostics.logit_metrics(max_logits),
   }
