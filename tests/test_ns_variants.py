@@ -304,7 +304,8 @@ def test_orthogonalize_lifts_small_directions_where_the_written_map_says(schedul
 # ------------------------------------------- the captured momentum matrices
 
 
-SAMPLES = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "data" / "momentum_samples.npz"
+SAMPLES = (pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "data"
+           / "momentum_samples.npz")
 
 
 def test_committed_momentum_samples_are_well_formed():
