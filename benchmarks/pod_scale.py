@@ -29,6 +29,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
 OPTIMIZERS = ("adamw", "optax.contrib.muon", "muon", "muon_plus_plus", "muown", "normuon")
+HLO_DIR = os.environ.get("POD_SCALE_HLO_DIR", "/tmp/pod_scale_hlo")  # compiled HLO, gzipped
 NS_STEPS = 5  # Newton–Schulz iterations of Muon's default schedule (for the 5·d/B estimate).
 
 
@@ -101,6 +102,22 @@ def _make_tx(name: str):
   return make
 
 
+def hlo_file(key: str, optimizer: str) -> str:
+  return os.path.join(HLO_DIR, (key + "__" + optimizer).replace("/", "_") + ".hlo.gz")
+
+
+def reparse(results: dict) -> None:
+  """Reads every row's collectives again from its kept HLO (after a change to the reader)."""
+  import gzip  # pylint: disable=g-import-not-at-top
+  sys.path.insert(0, ROOT)
+  from train import aot  # pylint: disable=g-import-not-at-top
+  for key, row in results["rows"].items():
+    for opt, r in row.items():
+      if os.path.exists(hlo_file(key, opt)):
+        with gzip.open(hlo_file(key, opt), "rt") as f:
+          r["collectives"] = aot.collective_bytes(f.read())
+
+
 def compile_one(row: Row, optimizer: str) -> dict:
   """One (row, optimizer) compiled in this process (`--one`): the `train.aot` report."""
   from train import aot  # pylint: disable=g-import-not-at-top  # sets libtpu's env first
@@ -123,7 +140,9 @@ def compile_one(row: Row, optimizer: str) -> dict:
     with node.unlocked():
       node[leaf] = value
   try:
-    report = aot.compile_report(config, row.topology, make_tx=_make_tx(optimizer))
+    os.makedirs(HLO_DIR, exist_ok=True)
+    report = aot.compile_report(config, row.topology, make_tx=_make_tx(optimizer),
+                                hlo_path=hlo_file(row.key, optimizer))
   except aot.DoesNotFit as e:
     report = {"fits": False, "error": str(e)}
   report["optimizer"] = optimizer
@@ -231,6 +250,8 @@ def main() -> None:
   parser.add_argument("--optimizers", default=",".join(OPTIMIZERS))
   parser.add_argument("--redo", action="store_true", help="compile rows already in the JSON")
   parser.add_argument("--out", default=os.path.join(RESULTS, "pod_scale.json"))
+  parser.add_argument("--reparse", action="store_true",
+                      help="read collectives again from the kept HLO; compile nothing")
   parser.add_argument("--one", nargs=2, metavar=("ROW", "OPTIMIZER"), help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.one:
@@ -243,6 +264,12 @@ def main() -> None:
     if name not in OPTIMIZERS:
       raise ValueError(f"--optimizers: unknown optimizer {name!r}; choose from {OPTIMIZERS}")
   results = _load(args.out)
+  if args.reparse:
+    reparse(results)
+    with open(args.out, "w") as f:
+      json.dump(results, f, indent=1)
+    write_markdown(results, args.out.replace(".json", ".md"))
+    return
   for key in args.rows.split(","):
     for opt in args.optimizers.split(","):
       if opt in results["rows"].get(key, {}) and not args.redo:

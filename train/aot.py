@@ -34,6 +34,7 @@ for _key, _value in _LIBTPU_ENV.items():
   os.environ.setdefault(_key, _value)
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
+import gzip
 import json
 import math
 import re
@@ -131,7 +132,10 @@ def _shape_bytes(text: str) -> float:
 def collective_bytes(hlo_text: str) -> dict[str, dict[str, float]]:
   """Per-device result bytes and op counts of each collective kind in a compiled HLO module.
 
-  Each op counts once per execution: ops in a `while` body (a scanned layer stack) are
+  Bytes are each op's result per device (an all-gather's gathered array, a reduce-scatter's
+  shard). The TPU compiler writes a reduce-scatter as a fusion whose computation is named
+  `all-reduce-scatter*` holding an all-reduce: it counts as a reduce-scatter of the fusion's
+  result. Each op counts once per execution: ops in a `while` body (a scanned layer stack) are
   multiplied by the loop's trip count (its `known_trip_count`, else the bound its condition
   compares the counter with: the largest s32 constant there, as `lax.scan` lowers). An async `-start` op's tuple holds its operands
   and results; only the results (its second half) count.
@@ -146,6 +150,7 @@ def collective_bytes(hlo_text: str) -> dict[str, dict[str, float]]:
   """
   comps: dict[str, list[str]] = {}
   calls: dict[str, list[tuple[str, Any]]] = {}  # callee -> [(caller, trip count or cond)]
+  results: dict[str, str] = {}  # callee -> the result type of the instruction calling it
   entry, current = None, None
   for line in hlo_text.splitlines():
     m = _COMP_RE.match(line) if line[:1] not in ("", " ", "\t") else None
@@ -165,6 +170,8 @@ def collective_bytes(hlo_text: str) -> dict[str, dict[str, float]]:
       if kind == "body":
         n = int(trip.group(1)) if trip else ("cond", cond.group(1) if cond else None)
       calls.setdefault(callee, []).append((current, n))
+      if kind == "calls" and "=" in line:
+        results[callee] = line.split("=", 1)[1].split(" fusion(", 1)[0]
 
   def trips(n) -> int:
     if isinstance(n, int):
@@ -188,6 +195,8 @@ def collective_bytes(hlo_text: str) -> dict[str, dict[str, float]]:
       if not m:
         continue
       result, kind, start = m.group(1), m.group(2), m.group(3)
+      if kind == "all-reduce" and comp.startswith("all-reduce-scatter") and comp in results:
+        kind, result, start = "reduce-scatter", results[comp], None
       shapes = _SHAPE_RE.findall(result)
       if start and result.startswith("(") and kind != "all-reduce":
         shapes = shapes[len(shapes) // 2:]
@@ -241,8 +250,10 @@ def build(config: ml_collections.ConfigDict, devices: list, make_tx: MakeTx | No
 
 
 def compile_report(config: ml_collections.ConfigDict, topology: str, num_slices: int = 1,
-                   make_tx: MakeTx | None = None) -> dict[str, Any]:
+                   make_tx: MakeTx | None = None, hlo_path: str | None = None) -> dict[str, Any]:
   """Compiles the train step of `config` for `topology`; the per-chip report (a dict).
+
+  `hlo_path` (optional, `.gz`) keeps the compiled HLO text, to read it again later.
 
   Raises `DoesNotFit` (with the report's numbers in its message) when the compiler runs out
   of HBM, `ConfigError` for a config the slice cannot run.
@@ -303,8 +314,12 @@ def compile_report(config: ml_collections.ConfigDict, topology: str, num_slices:
       "fits": total <= limit,
       "flops": float(cost.get("flops", 0.0)),
       "bytes_accessed": float(cost.get("bytes accessed", 0.0)),
-      "collectives": collective_bytes(compiled.as_text()),
   })
+  hlo = compiled.as_text()
+  report["collectives"] = collective_bytes(hlo)
+  if hlo_path:
+    with gzip.open(hlo_path, "wt") as f:
+      f.write(hlo)
   return report
 
 
