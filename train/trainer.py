@@ -22,6 +22,7 @@ import numpy as np
 import tqdm
 
 import models
+import optax_muon as om
 from models.config import ModelConfig
 from train import spectral_metrics as diagnostics
 from train import mesh as mesh_lib
@@ -196,6 +197,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   n_params = sum(math.prod(x.shape) for x in jax.tree.leaves(state.params))
   logging.info("Model %s: %.2fM params; mesh %s over %d process(es)", config.model.preset,
                n_params / 1e6, dict(mesh.shape), jax.process_count())
+  if config.optimizer.name != "adamw":  # which leaves get Muon, as which matrices, at what scale
+    logging.info("Optimizer plan:\n%s", om.describe(state.params, tx))
 
   def evaluate() -> dict[str, float]:
     """Mean eval loss (nats/token) and bits per byte over the eval batches."""

@@ -165,7 +165,7 @@ def _default_why(path: str, leaf: Any) -> str:
   return f"default rule: kind {kind}, {last}"
 
 
-def _reasons(spec: Any, named: list[tuple[str, Any]]) -> list[str]:
+def _reasons(spec: Any, named: list[tuple[str, Any]], dims: list[Any]) -> list[str]:
   """Why each leaf got its dimension numbers, following resolve_dimension_numbers's order."""
   if spec is None:
     return [_default_why(p, x) for p, x in named]
@@ -180,7 +180,14 @@ def _reasons(spec: Any, named: list[tuple[str, Any]]) -> list[str]:
       hit = next((pat.pattern for pat in patterns if pat.search(p)), None)
       out.append(f"given: regex {hit!r}" if hit is not None else _default_why(p, x))
     return out
-  return ["given: " + ("callable" if callable(spec) else "tree")] * len(named)
+  what = "given: " + ("callable" if callable(spec) else "tree")
+  out = []
+  for (p, x), d in zip(named, dims):
+    default = dn.default_matrix_rule(p, x)
+    rule = _default_why(p, x)
+    out.append(f"{what}, as the {rule}" if d == default else
+               f"{what} (the {rule.split(':')[0]} would give {default})")
+  return out
 
 
 def describe(params: Any, tx_or_dimension_numbers: Any = None, *, scale: str | None = None,
@@ -229,8 +236,8 @@ def describe(params: Any, tx_or_dimension_numbers: Any = None, *, scale: str | N
   spec = info.dimension_numbers
   plan = matrices.plan_matrices(tree, spec, default_rule=dn.default_matrix_rule)
   named, _ = dn.leaves_with_paths(tree)
-  whys = _reasons(spec, named)
   dims = dn.resolve_dimension_numbers(spec, tree, dn.default_matrix_rule)
+  whys = _reasons(spec, named, dims)
   rows = []
   for (path, leaf), lay, why, d in zip(named, plan.layouts, whys, dims):
     shape = tuple(getattr(leaf, "shape", ()))

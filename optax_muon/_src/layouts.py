@@ -104,9 +104,9 @@ def logical_dimension_numbers(names: Sequence[str | None], path: str = "<param>"
 
   Examples:
     >>> logical_dimension_numbers(("embed", "layers", "mlp"))[0]  # MaxText's scanned kernel
-    MuonDimensionNumbers(reduction_axis=(0,), output_axis=(2,))
+    MuonDimensionNumbers(reduction_axis=0, output_axis=2)
     >>> logical_dimension_numbers(("heads", "kv", "embed"))[0]
-    MuonDimensionNumbers(reduction_axis=(0, 1), output_axis=(2,))
+    MuonDimensionNumbers(reduction_axis=(0, 1), output_axis=2)
     >>> logical_dimension_numbers(("vocab", "embed"))
     (None, "logical names ('vocab', 'embed'): vocab, an embedding or head")
   """
@@ -125,7 +125,8 @@ def logical_dimension_numbers(names: Sequence[str | None], path: str = "<param>"
     red, out = tuple(rest[:-1]), (rest[-1],)
   else:  # embed first, or no embed: [in, out...] (Flax's DenseGeneral order)
     red, out = (rest[0],), tuple(rest[1:])
-  return MuonDimensionNumbers(red, out), said
+  one = lambda axes: axes[0] if len(axes) == 1 else axes
+  return MuonDimensionNumbers(one(red), one(out)), said
 
 
 def _is_equinox(x: Any) -> bool:
@@ -251,7 +252,7 @@ def dimension_numbers_for(model: Any) -> LayoutTable:
     >>> boxed = jax.eval_shape(dense.init, jax.random.key(0), jnp.zeros((1, 4)))
     >>> table = dimension_numbers_for(boxed)
     >>> table["^params/kernel$"], table.sources["params/kernel"]
-    (MuonDimensionNumbers(reduction_axis=(0,), output_axis=(1,)), "logical names ('embed', 'mlp')")
+    (MuonDimensionNumbers(reduction_axis=0, output_axis=1), "logical names ('embed', 'mlp')")
   """
   if _is_equinox(model):
     return LayoutTable(_equinox_entries(model))
