@@ -141,6 +141,9 @@ def check_for_mesh(config: ml_collections.ConfigDict, model_cfg: ModelConfig,
   if config.seq_len > model_cfg.max_len:
     raise ConfigError(f"seq_len={config.seq_len} exceeds model max_len={model_cfg.max_len} "
                       "(set model.max_len)")
+  chunk = model_cfg.attention_chunk
+  if chunk and config.seq_len > chunk and config.seq_len % chunk:
+    raise ConfigError(f"model.attention_chunk={chunk} does not divide seq_len={config.seq_len}")
   if config.optimizer.qk_clip > 0:
     if model_cfg.scan_layers:
       raise ConfigError("optimizer.qk_clip needs model.scan_layers=False")
