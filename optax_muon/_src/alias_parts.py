@@ -109,7 +109,11 @@ dimension_numbers: which leaves are matrices and how: one
   ``MuonDimensionNumbers``, a tree, a callable ``params -> tree`` or a
   ``{regex: MuonDimensionNumbers | None}`` mapping; default
   :func:`default_matrix_rule` (every rank >= 2 leaf but embeddings, head,
-  norms and biases, over its last two axes).
+  norms and biases, over its last two axes; a convolution as one
+  ``[kh·kw·in, out]`` matrix). ``dimension_numbers_for(model)`` reads the
+  layouts a framework states (Flax logical names, Equinox's ``[out, in]``);
+  ``FusedDimensionNumbers`` splits a fused leaf (QKV) into its matrices.
+  ``describe(params, tx)`` prints what was decided.
 skip_nonfinite: skip a step whose gradients are not finite (zero
   update, state unchanged, counted in ``state.skipped_steps``).
 mesh: device mesh for Newton–Schulz placement (see :func:`newton_schulz`):
