@@ -34,6 +34,7 @@ ALIAS_DEFAULTS = {
                        "adam_weight_decay": 0.1},
 }
 PUBLIC = {
+    "FusedDimensionNumbers", "conv_dimension_numbers", "describe", "dimension_numbers_for",
     "MOMENTUM_FORMS", "MomentumState", "MuonDimensionNumbers", "NORMALIZATIONS",
     "NORMALIZATION_SCALE", "QKClipSpec", "SCALE_CONVENTIONS", "SCHEDULES",
     "decoupled_weight_decay", "default_matrix_rule", "diagnostics", "init_sharded", "matrices",

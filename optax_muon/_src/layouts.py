@@ -24,6 +24,7 @@ for :func:`optax_muon.describe`. All of it runs in Python at plan time.
 from __future__ import annotations
 
 import re
+import sys
 from typing import Any, Mapping, Sequence
 
 import jax
@@ -121,6 +122,8 @@ def logical_dimension_numbers(names: Sequence[str | None], path: str = "<param>"
   if len(rest) < 2:
     return None, f"{said}: fewer than two matrix axes"
   named = [names[a] for a in rest]
+  red: tuple[int, ...]
+  out: tuple[int, ...]
   if named[-1] == _EMBED and named[0] != _EMBED:
     red, out = tuple(rest[:-1]), (rest[-1],)
   else:  # embed first, or no embed: [in, out...] (Flax's DenseGeneral order)
@@ -151,6 +154,11 @@ def _is_array(x: Any) -> bool:
       x, "shape")
 
 
+def _loaded(module: str) -> Any:
+  """A framework module the caller has already imported (its objects exist): no import here."""
+  return sys.modules[module]
+
+
 def param_tree(model: Any) -> Any:
   """The parameter tree an optimizer sees for ``model``.
 
@@ -158,19 +166,17 @@ def param_tree(model: Any) -> Any:
   array leaves (``eqx.filter``); anything else (a params dict, Linen boxes, an
   ``nnx.State``) is returned as is.
   """
-  if _is_nnx(model) and not _is_variable(model) and hasattr(model, "__call__") and not isinstance(
-      model, Mapping):
-    from flax import nnx  # pylint: disable=g-import-not-at-top
+  if _is_nnx(model) and not _is_variable(model) and not isinstance(model, Mapping):
+    nnx = _loaded("flax.nnx")
     if isinstance(model, nnx.Module):
       return nnx.state(model, nnx.Param)
-  if _is_equinox(model):
-    import equinox as eqx  # pylint: disable=g-import-not-at-top
-    return eqx.filter(model, _is_array)
+  if _is_equinox(model):  # eqx.filter(model, is_array): the arrays, None elsewhere
+    return jax.tree.map(lambda x: x if _is_array(x) else None, model)
   return model
 
 
 def _equinox_entries(model: Any) -> dict[str, tuple[Any, str]]:
-  import equinox as eqx  # pylint: disable=g-import-not-at-top
+  eqx = _loaded("equinox")
   layers = (eqx.nn.Linear, eqx.nn.Conv, eqx.nn.Embedding)
   entries: dict[str, tuple[Any, str]] = {}
   flat, _ = jax.tree_util.tree_flatten_with_path(
