@@ -206,3 +206,35 @@ def test_muon_plus_plus_spectral_norm_on_equinox_matrix(fan_in, fan_out):
     tx = om.muon_plus_plus(lr, weight_radius=None, dimension_numbers=dims)
     delta = np.asarray(one_step(tx, p, g).weight, np.float64)
     assert np.linalg.norm(delta, 2) == pytest.approx(lr * expected, rel=5e-3)
+
+
+@pytest.mark.parametrize("dims,message", [
+    (om.FusedDimensionNumbers(0, 1, parts=0), "^w: FusedDimensionNumbers.parts must be a positive"),
+    (om.FusedDimensionNumbers(0, (1, 2), parts=2), "^w: FusedDimensionNumbers with several output"),
+    (om.FusedDimensionNumbers(0, 1, parts=2, split_axis=3), "^w: FusedDimensionNumbers.split_axis"),
+    (om.FusedDimensionNumbers(4, 1, parts=2), "^w: reduction axis 4 is out of range"),
+])
+def test_impossible_fused_dimension_numbers_raise_naming_the_path(dims, message):
+  with pytest.raises(ValueError, match=message):
+    om.muon(1e-3, dimension_numbers=dims).init({"w": jnp.zeros((64, 128, 4))})
+
+
+def test_conv_dimension_numbers_need_a_kernel_rank():
+  with pytest.raises(ValueError, match="^rank: a convolution kernel has rank >= 3"):
+    om.conv_dimension_numbers(2)
+  assert om.conv_dimension_numbers(3) == om.MuonDimensionNumbers((0, 1), 2)
+  assert om.conv_dimension_numbers(5, channels_first=True) == om.MuonDimensionNumbers(
+      (1, 2, 3, 4), 0)
+
+
+def test_state_shardings_with_a_fused_leaf():
+  from jax.sharding import NamedSharding, PartitionSpec as P
+  mesh = jax.make_mesh((8,), ("fsdp",), axis_types=(jax.sharding.AxisType.Auto,))
+  params = {"qkv": jnp.zeros((64, 384)), "up": jnp.zeros((64, 256))}
+  shardings = {"qkv": NamedSharding(mesh, P("fsdp", None)),
+               "up": NamedSharding(mesh, P("fsdp", None))}
+  tx = om.muon(1e-3, dimension_numbers={"^qkv$": om.FusedDimensionNumbers(0, 1, parts=3)})
+  specs = om.state_shardings(jax.eval_shape(tx.init, params), params, shardings)
+  mu = specs.matrix[0][0].mu
+  assert mu["64x128"].spec == P(None, None, None)  # the parts' axes are not the leaf's
+  assert mu["64x256"].spec == P(None, "fsdp", None)

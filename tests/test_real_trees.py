@@ -275,3 +275,30 @@ def test_nnx_tree():
   model = nnx.eval_shape(lambda: _NNXNet(nnx.Rngs(0)))
   assert treatment(model) == NNX_NET
   assert treatment(nnx.state(model, nnx.Param)) == NNX_NET
+
+
+# --- Logical names, one parameter at a time -------------------------------------------------
+
+@pytest.mark.parametrize("names,expected", [
+    (("embed", "mlp"), (0, 1)),
+    (("mlp", "embed"), (0, 1)),
+    (("embed", "layers", "mlp"), (0, 2)),               # MaxText's scanned kernel
+    (("exp", "embed", "mlp"), (1, 2)),                  # MoE: one matrix per expert
+    (("layers", "experts", "mlp", "embed"), (2, 3)),
+    (("embed", "q_heads", "kv"), (0, (1, 2))),
+    (("heads", "layers", "kv", "embed"), ((0, 2), 3)),
+    (("stage", "embed", "mlp"), (1, 2)),                # pipeline stages
+    (("vocab", "embed"), None),
+    (("embed", "vocab"), None),
+    (("layers", "embed"), None),                        # a norm scale per layer
+])
+def test_logical_names(names, expected):
+  leaf = jnp.zeros(tuple(8 for _ in names))
+  dims = om.dimension_numbers_for({"w": nn.LogicallyPartitioned(leaf, names)})["^w$"]
+  assert dims == (None if expected is None else om.MuonDimensionNumbers(*expected))
+
+
+def test_logical_names_of_the_wrong_rank_raise_naming_the_path():
+  boxed = {"blocks": {"wi": nn.LogicallyPartitioned(jnp.zeros((8, 8)), ("embed", "layers", "mlp"))}}
+  with pytest.raises(ValueError, match="^blocks/wi: 3 logical axis names"):
+    om.dimension_numbers_for(boxed)
