@@ -17,6 +17,7 @@ from flax import linen as nn
 from flax import nnx
 
 import optax_muon as om
+from optax_muon._src import layouts
 
 KEY = jax.random.key(0)
 ADAMW = ("adamw", None, None, None)
@@ -302,3 +303,12 @@ def test_logical_names_of_the_wrong_rank_raise_naming_the_path():
   boxed = {"blocks": {"wi": nn.LogicallyPartitioned(jnp.zeros((8, 8)), ("embed", "layers", "mlp"))}}
   with pytest.raises(ValueError, match="^blocks/wi: 3 logical axis names"):
     om.dimension_numbers_for(boxed)
+
+
+def test_layout_table_lookup_equals_its_regex_reading():
+  for model in (linen_scanned_params(), eqx_mlp()):
+    table = om.dimension_numbers_for(model)
+    tree = layouts.param_tree(model)
+    by_path = om.resolve_dimension_numbers(table, tree, om.default_matrix_rule)
+    by_regex = om.resolve_dimension_numbers(dict(table), tree, om.default_matrix_rule)
+    assert by_path == by_regex and any(d is not None for d in by_path)

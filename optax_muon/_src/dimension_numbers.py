@@ -199,6 +199,9 @@ def resolve_dimension_numbers(
     return [default_rule(p, x) for p, x in named]
   if is_dimension_numbers(spec):
     return [spec for _ in named]
+  exact = getattr(spec, "exact_paths", None)  # a LayoutTable: its regexes are exact paths
+  if isinstance(exact, Mapping):
+    return [exact[p] if p in exact else default_rule(p, x) for p, x in named]
   if isinstance(spec, Mapping) and spec and all(isinstance(k, str) for k in spec) and all(
       _is_spec_leaf(v) for v in spec.values()
   ) and not _mapping_matches_tree(spec, params):

@@ -58,6 +58,9 @@ class LayoutTable(dict):
   def __init__(self, entries: Mapping[str, tuple[Any, str]] = ()):  # type: ignore[assignment]
     super().__init__({_exact(p): d for p, (d, _) in dict(entries).items()})
     self.sources = {p: s for p, (_, s) in dict(entries).items()}
+    # The same entries by path: resolve_dimension_numbers looks them up instead of trying
+    # every regex on every leaf (plan time stays linear in the number of leaves).
+    self.exact_paths = {p: d for p, (d, _) in dict(entries).items()}
 
   def source(self, path: str) -> str | None:
     return self.sources.get(path)
