@@ -143,3 +143,15 @@ def test_a_transform_no_alias_built_raises():
 def test_impossible_dimension_numbers_name_the_path():
   with pytest.raises(ValueError, match="^w: reduction axis 2"):
     om.describe(W_PARAMS, {"^w$": om.MuonDimensionNumbers(2, 1)})
+
+
+def test_a_fused_qkv_leaf_is_flagged_and_its_split_shown():
+  params = {"h": {"0": {"attn": {"c_attn": {"w": jnp.zeros((64, 192))}}}}}  # GPT-2's name
+  row, = om.describe(params)
+  assert (row.fan_in, row.fan_out, row.matrices) == (64, 192, 1)
+  assert row.why == ("default rule: kind qkv, last two axes [in, out] (one fused matrix; "
+                     "FusedDimensionNumbers splits it)")
+  row, = om.describe(params, {"c_attn/w": om.FusedDimensionNumbers(0, 1, parts=3)})
+  assert (row.fan_in, row.fan_out, row.matrices, row.matrix_view) == (64, 64, 3, (64, 3, 64))
+  assert (row.reduction_axes, row.output_axes, row.batch_axes) == ((0,), (2,), (1,))
+  assert row.scale == pytest.approx(0.2 * 8)

@@ -238,3 +238,17 @@ def test_state_shardings_with_a_fused_leaf():
   mu = specs.matrix[0][0].mu
   assert mu["64x128"].spec == P(None, None, None)  # the parts' axes are not the leaf's
   assert mu["64x256"].spec == P(None, "fsdp", None)
+
+
+def test_muown_controls_the_norm_of_each_output_channel_of_a_flattened_conv():
+  lr = 0.01
+  rng = np.random.default_rng(9)
+  w = rng.standard_normal((3, 3, 32, 64)).astype(np.float32) / 17
+  p = {"Conv_0": {"kernel": jnp.asarray(w)}}
+  g = {"Conv_0": {"kernel": jnp.asarray(rng.standard_normal(w.shape), jnp.float32)}}
+  new = np.asarray(optax.apply_updates(p, one_step(om.muown(lr, weight_decay=0.0), p, g))
+                   ["Conv_0"]["kernel"])
+  # One output channel is one neuron of the [3·3·32, 64] matrix: its norm moves by exactly lr.
+  moved = np.abs(np.linalg.norm(new.reshape(288, 64), axis=0)
+                 - np.linalg.norm(w.reshape(288, 64), axis=0))
+  np.testing.assert_allclose(moved, lr, atol=2e-6)

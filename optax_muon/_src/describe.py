@@ -162,6 +162,8 @@ def _default_why(path: str, leaf: Any) -> str:
   if len(shape) >= 3 and path_kinds.is_conv(path):
     return "default rule: conv, [*window, in, out] as one matrix"
   last = "last two axes [in, out]" + (", leading axes a batch" if len(shape) > 2 else "")
+  if kind == "qkv":  # a fused projection is one matrix unless the user splits it
+    last += " (one fused matrix; FusedDimensionNumbers splits it)"
   return f"default rule: kind {kind}, {last}"
 
 
