@@ -76,7 +76,12 @@ def test_equinox_without_the_model_is_read_by_the_default_rule_and_says_so():
   # The array alone cannot tell [out, in] from [in, out]: describe shows which rule decided.
   rows = {r.path: r for r in om.describe(eqx_mlp())}
   assert (rows["layers/0/weight"].fan_in, rows["layers/0/weight"].fan_out) == (256, 64)
-  assert rows["layers/0/weight"].why == "default rule: kind other, last two axes [in, out]"
+  assert rows["layers/0/weight"].why == (
+      "default rule: kind other, last two axes [in, out]; NOT the model's layout (in (1,), "
+      "out (0,)): pass dimension_numbers_for(model)")
+  assert rows["layers/0/bias"].why == "default rule: rank 1"
+  params = {"layers": [{"weight": jax.ShapeDtypeStruct((256, 64), jnp.float32)}]}
+  assert om.describe(params)[0].why == "default rule: kind other, last two axes [in, out]"
 
 
 def test_equinox_attention_paths_name_their_kind():

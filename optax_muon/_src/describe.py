@@ -192,6 +192,23 @@ def _reasons(spec: Any, named: list[tuple[str, Any]], dims: list[Any]) -> list[s
   return out
 
 
+def _framework_says(params: Any, spec: Any) -> dict[str, Any]:
+  """``{path: MatrixLayout | None}`` the model's framework states, when ``spec`` did not use it."""
+  if isinstance(spec, layouts.LayoutTable):
+    return {}
+  try:
+    table = layouts.dimension_numbers_for(params)
+  except ValueError:
+    return {}
+  tree = layouts.param_tree(params)
+  out = {}
+  for path, leaf in dn.leaves_with_paths(tree)[0]:
+    d = table.exact_paths.get(path)
+    if d is not None:
+      out[path] = dn.matrix_layout(tuple(leaf.shape), d, path)
+  return out
+
+
 def describe(params: Any, tx_or_dimension_numbers: Any = None, *, scale: str | None = None,
              rms: float | None = None) -> Description:
   """Which leaves get Muon and how, one row per leaf (plain data; ``print`` it).
@@ -240,6 +257,7 @@ def describe(params: Any, tx_or_dimension_numbers: Any = None, *, scale: str | N
   named, _ = dn.leaves_with_paths(tree)
   dims = dn.resolve_dimension_numbers(spec, tree, dn.default_matrix_rule)
   whys = _reasons(spec, named, dims)
+  said = _framework_says(params, spec)
   rows = []
   for (path, leaf), lay, why, d in zip(named, plan.layouts, whys, dims):
     shape = tuple(getattr(leaf, "shape", ()))
@@ -248,6 +266,10 @@ def describe(params: Any, tx_or_dimension_numbers: Any = None, *, scale: str | N
       continue
     if isinstance(d, fused.FusedDimensionNumbers):
       why = f"{why}; fused: {d.parts} parts, axes of the view {lay.shape}"
+    if path in said and said[path] is not None and said[path] != lay:
+      theirs = said[path]
+      why = (f"{why}; NOT the model's layout (in {theirs.reduction_axes}, out "
+             f"{theirs.output_axes}): pass dimension_numbers_for(model)")
     factor = info.multiplier * float(
         spectral_scale.scale_factor(info.scale, lay.fan_in, lay.fan_out, info.rms))
     rows.append(Row(path, shape, "muon", why, lay.reduction_axes, lay.output_axes,
