@@ -21,6 +21,8 @@ step's data-dependent decay ``κ_t``.
 (``sqrt(fan_out/fan_in)`` for the μP spectral condition).
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -84,7 +86,7 @@ def spectral_weight_decay(
       return vecs
     # Start from W₀'s own top right singular vector: a fixed start vector is far
     # from it, and the first step would then be tracked worse than later ones.
-    refine = lambda w, v: pi.top_singular_triplet(w, v, init_iterations)[2]
+    refine = functools.partial(_refine, iterations=init_iterations)
     mesh = distributed.explicit_mesh([w])
     if mesh is not None:  # sharding in types: let the partitioner place the matvecs
       refine = jax.sharding.auto_axes(refine, out_sharding=NamedSharding(mesh, P()))
@@ -102,3 +104,15 @@ def spectral_weight_decay(
     return step.astype(delta.dtype), vecs
 
   return matrices.per_matrix(fn, init, dimension_numbers=dimension_numbers)
+
+
+def _refine(w: jax.Array, v: jax.Array, iterations: int) -> jax.Array:
+  """``top_singular_triplet(w, v, iterations)``'s vectors, as a loop of two-round calls.
+
+  The same rounds and re-orthonormalizations (every second round and at the end)
+  as one unrolled call, compiled once: the unrolled form made ``init`` the largest
+  program of a Muon++ chain.
+  """
+  pair = lambda _, v: pi.top_singular_triplet(w, v, 2)[2]
+  v = jax.lax.fori_loop(0, iterations // 2, pair, v)
+  return pi.top_singular_triplet(w, v, 1)[2] if iterations % 2 else v
