@@ -29,7 +29,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.model[name] = placeholder(kind)
 
   c.optimizer = ml_collections.ConfigDict()
-  c.optimizer.name = "muon"  # adamw | muon | muon_plus_plus | muown
+  c.optimizer.name = "muon"  # adamw | muon | muon_plus_plus | muown | normuon
   # Peak lr; None = the optimizer's measured default (train/optimizer.py, DEFAULT_LEARNING_RATES).
   c.optimizer.learning_rate = placeholder(float)
   c.optimizer.warmup_steps = 40
