@@ -16,12 +16,14 @@ non-NaN operand, so a NaN is dropped once a reduction is wide enough::
                                               # [1, 1, 1, 1]
 
 ``argmax``, ``sort`` and ``jnp.isnan``/``isfinite`` are right at every size.
-The check below therefore maps each entry to a 0/1 indicator of "not finite"
-before it reduces: a max of values that are never NaN, correct whatever the
-backend does with NaN, and still one fused float reduction per leaf (a
-boolean ``all`` compiles to a tree of reduce-windows on CPU, much slower to
-compile). :func:`nan_propagating_max` is the max to use on data that may hold
-NaN (diagnostics, logits).
+The check below is therefore ``all(isfinite(x))`` per leaf: a boolean reduction
+that has no NaN semantics to get wrong. Against the ``max(|x|)`` it replaces
+(wrong from 64×64 up), it adds 0.5% to the HLO of a 24-layer unstacked update
+(11821 vs 11768 instructions for Muon) and compiles as fast as the float
+alternatives; a float max of a 0/1 "not finite" indicator, also correct, held
+one more matrix stack live in Muon++ (1.16× the temporaries of the same update
+without the check, against at most 1.12× for this one). :func:`nan_propagating_max` is the max to use on data that may hold NaN
+(diagnostics, logits).
 """
 
 from typing import Any, NamedTuple
@@ -42,9 +44,9 @@ class SkipNonFiniteState(NamedTuple):
 def all_finite(tree: Any) -> jax.Array:
   """Whether every float entry of ``tree`` is finite (a scalar bool).
 
-  Per leaf, the max of ``0 where finite else 1``: the reduction never sees a
-  NaN, so it is right on every backend and size (a ``max(|x|)`` is not; see
-  the module docstring), and it cannot overflow as a sum of squares can.
+  Per leaf ``all(isfinite(x))``: right on every backend and size, where a
+  ``max(|x|)`` is not (see the module docstring), and no sum that could
+  overflow.
 
   Examples:
     >>> import jax.numpy as jnp
@@ -53,10 +55,9 @@ def all_finite(tree: Any) -> jax.Array:
     >>> bool(all_finite({"a": jnp.ones(3), "b": jnp.arange(2)}))
     True
   """
-  leaves = [jnp.max(jnp.where(jnp.isfinite(x), 0.0, 1.0).astype(jnp.float32))
-            for x in jax.tree.leaves(tree)
+  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
             if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact) and jnp.size(x)]
-  return jnp.max(jnp.stack(leaves)) == 0.0 if leaves else jnp.asarray(True)
+  return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
 
 
 def nan_propagating_max(x: jax.Array, axis: int | tuple[int, ...] | None = None,
