@@ -62,6 +62,7 @@ ROWS = {r.key: r for r in (
     Row("v6e-64", "llama-8b", 256, 4096, (1, -1, 1)),
     Row("v5e-256", "llama-1b", 1024, 4096, (1, -1, 1)),
     Row("v4-32", "llama-1b", 64, 2048, (1, -1, 1)),  # train/scripts/tpu_pod_run.sh's default
+    Row("v5p-256", "llama-34b", 256, 4096, (1, -1, 1)),  # >= 30B, 2 x 4096 per chip
 )}
 # What each memory fix buys (docs/pod_scale.md): the v5p-128 8B row with one fix undone.
 ABLATIONS = {r.key: r for r in (
