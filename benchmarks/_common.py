@@ -176,6 +176,15 @@ def write_text(name: str, text: str) -> pathlib.Path:
   return path
 
 
+def write_report(name: str, payload: Any, render: Callable[[Any], str]) -> str:
+  """Writes results/NAME.json and NAME.md (``render(payload)``), prints and returns the md."""
+  write_json(f"{name}.json", payload)
+  md = render(payload)
+  write_text(f"{name}.md", md)
+  print(md)
+  return md
+
+
 def as_tuple(x):
   """A JSON-read list back as the tuple it was written from (``os.getloadavg()``)."""
   return tuple(x) if isinstance(x, list) else x

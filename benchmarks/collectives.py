@@ -168,10 +168,7 @@ def main(argv=None):
             f"remat warnings {r['rematerialization_warnings']}", flush=True)
   command = "python benchmarks/collectives.py" + (" --quick" if args.quick else "")
   payload = {"machine": info, "command": command, "results": results}
-  _common.write_json("collectives.json", payload)
-  md = markdown(payload)
-  _common.write_text("collectives.md", md)
-  print(md)
+  _common.write_report("collectives", payload, markdown)
 
 
 def markdown(payload: dict) -> str:

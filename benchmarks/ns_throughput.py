@@ -194,10 +194,7 @@ def main(argv=None):
   payload = {"machine": info, "command": command, "steps": STEPS, "schedule": "jordan",
              "coefficients": JORDAN, "total_wall_s": total, "loadavg_at_end": load_end,
              "results": results}
-  _common.write_json(f"{args.out}.json", payload)
-  md = markdown(payload)
-  _common.write_text(f"{args.out}.md", md)
-  print(md)
+  _common.write_report(args.out, payload, markdown)
 
 
 def markdown(payload: dict) -> str:

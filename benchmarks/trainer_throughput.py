@@ -182,10 +182,7 @@ def main(argv=None):
              "batch": args.batch, "seq": args.seq, "tokens_per_step": tokens,
              "repeats": repeats, "inner": inner, "fwd_bwd_s": fb, "estimate": est,
              "fwd_bwd_samples": samples["fwd+bwd"], "results": results}
-  _common.write_json(f"{args.out}.json", payload)
-  text = render(payload)
-  _common.write_text(f"{args.out}.md", text)
-  print(text)
+  _common.write_report(args.out, payload, render)
 
 
 def render(payload: dict) -> str:

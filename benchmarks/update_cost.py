@@ -318,10 +318,7 @@ def compile_sweep(layer_counts: list[int], repeats: int, allow_load: bool) -> No
       "config": {"layers": layer_counts, "d_model": 128, "d_ff": 512, "vocab": 256,
                  "repeats": repeats, "fresh_process_per_compile": True},
       "results": results}
-  _common.write_json("update_cost_compile.json", payload)
-  md = compile_markdown(payload)
-  _common.write_text("update_cost_compile.md", md)
-  print(md)
+  _common.write_report("update_cost_compile", payload, compile_markdown)
 
 
 def compile_markdown(payload: dict) -> str:
@@ -474,10 +471,7 @@ def main(argv=None):
             "newton_schulz_balance": ns_balance}
   payload = {"machine": info, "command": command, "config": config, "results": results,
              "load_start": load_start, "load_end": load_end}
-  _common.write_json(f"{out_name}.json", payload)
-  md = markdown(payload)
-  _common.write_text(f"{out_name}.md", md)
-  print(md)
+  _common.write_report(out_name, payload, markdown)
 
 
 def markdown(payload: dict) -> str:
