@@ -7,7 +7,8 @@ same-shaped matrices form a :class:`Group`. The matrices then travel as
 every transform of a Muon chain. Most users need only
 :func:`optax_muon.matrix_partition` and :func:`optax_muon.per_matrix` (re-exported
 at the top level); this module is for writing transforms that see whole stacks
-(:func:`stacked_transform`) or reading a plan (:func:`plan_matrices`).
+(:func:`stacked_transform`), reading a plan (:func:`plan_matrices`) or the
+placement of Newton–Schulz on a mesh (:func:`balance`, :func:`slice_local_axes`).
 
 Examples:
   >>> import jax.numpy as jnp
@@ -21,6 +22,10 @@ Examples:
 from optax_muon._src.dimension_numbers import DimensionNumbersSpec
 from optax_muon._src.dimension_numbers import MatrixLayout
 from optax_muon._src.dimension_numbers import matrix_layout
+from optax_muon._src.distributed import Placement
+from optax_muon._src.distributed import balance
+from optax_muon._src.distributed import matrix_cost
+from optax_muon._src.distributed import slice_local_axes
 from optax_muon._src.matrices import Group
 from optax_muon._src.matrices import MatrixPartitionState
 from optax_muon._src.matrices import MatrixPlan
@@ -42,12 +47,16 @@ __all__ = [
     "MatrixPlan",
     "MatrixStacks",
     "Member",
+    "Placement",
+    "balance",
     "is_stacks",
+    "matrix_cost",
     "matrix_layout",
     "matrix_partition",
     "per_matrix",
     "plan_matrices",
     "row_mask",
     "row_runs",
+    "slice_local_axes",
     "stacked_transform",
 ]

@@ -121,6 +121,8 @@ _CALL_RE = re.compile(r"(body|calls|to_apply|condition|true_computation|false_co
                       r"=%?([\w.\-]+)")
 _TRIP_RE = re.compile(r'"known_trip_count":\{"n":"(\d+)"')
 _COND_RE = re.compile(r"condition=%?([\w.\-]+)")
+_SEND_RE = re.compile(r"^\s*(?:ROOT\s+)?%?[\w.\-]+\s*=\s*(.*?)\s+send\(")
+_DCN_RE = re.compile(r'_xla_megascale_transfer_type="(\w+)"')
 _CONST_RE = re.compile(r"s32\[\]\S*\s+constant\((\d+)\)")
 
 
@@ -129,24 +131,10 @@ def _shape_bytes(text: str) -> float:
              for dt, dims in _SHAPE_RE.findall(text))
 
 
-def collective_bytes(hlo_text: str) -> dict[str, dict[str, float]]:
-  """Per-device result bytes and op counts of each collective kind in a compiled HLO module.
+def _collective_ops(hlo_text: str, dcn: bool = False):
+  """`(kind, executions, bytes per device over all executions, line)` of each collective.
 
-  Bytes are each op's result per device (an all-gather's gathered array, a reduce-scatter's
-  shard). The TPU compiler writes a reduce-scatter as a fusion whose computation is named
-  `all-reduce-scatter*` holding an all-reduce: it counts as a reduce-scatter of the fusion's
-  result. Each op counts once per execution: ops in a `while` body (a scanned layer stack) are
-  multiplied by the loop's trip count (its `known_trip_count`, else the bound its condition
-  compares the counter with: the largest s32 constant there, as `lax.scan` lowers). An async `-start` op's tuple holds its operands
-  and results; only the results (its second half) count.
-
-  Examples:
-    >>> hlo = '''ENTRY %main (p: f32[8]) -> f32[64] {
-    ...   %p = f32[8]{0} parameter(0)
-    ...   ROOT %ag = f32[64]{0} all-gather(%p), dimensions={0}
-    ... }'''
-    >>> collective_bytes(hlo)["all-gather"]
-    {'count': 1, 'bytes': 256.0}
+  `dcn=True`: the DCN transfers instead (`send`s tagged with a megascale transfer type).
   """
   comps: dict[str, list[str]] = {}
   calls: dict[str, list[tuple[str, Any]]] = {}  # callee -> [(caller, trip count or cond)]
@@ -188,9 +176,14 @@ def collective_bytes(hlo_text: str) -> dict[str, dict[str, float]]:
       memo[comp] = sum(times(c, depth + 1) * trips(n) for c, n in calls.get(comp, [])) or 1
     return memo[comp]
 
-  out = {k: {"count": 0, "bytes": 0.0} for k in COLLECTIVES}
   for comp, lines in comps.items():
     for line in lines:
+      if dcn:
+        m, tag = _SEND_RE.match(line), _DCN_RE.search(line)
+        if m and tag:
+          first = _SHAPE_RE.search(m.group(1))  # the data; the rest is a context and a token
+          yield tag.group(1), times(comp), times(comp) * _shape_bytes(first.group(0)), line
+        continue
       m = _OP_RE.match(line)
       if not m:
         continue
@@ -201,9 +194,54 @@ def collective_bytes(hlo_text: str) -> dict[str, dict[str, float]]:
       if start and result.startswith("(") and kind != "all-reduce":
         shapes = shapes[len(shapes) // 2:]
       n = times(comp)
-      out[kind]["count"] += n
-      out[kind]["bytes"] += n * sum(_DTYPE_BYTES.get(dt, 4) * math.prod(
-          int(d) for d in dims.split(",") if d) for dt, dims in shapes)
+      yield kind, n, n * sum(_DTYPE_BYTES.get(dt, 4) * math.prod(
+          int(d) for d in dims.split(",") if d) for dt, dims in shapes), line
+
+
+def collective_bytes(hlo_text: str) -> dict[str, dict[str, float]]:
+  """Per-device result bytes and op counts of each collective kind in a compiled HLO module.
+
+  Bytes are each op's result per device (an all-gather's gathered array, a reduce-scatter's
+  shard). The TPU compiler writes a reduce-scatter as a fusion whose computation is named
+  `all-reduce-scatter*` holding an all-reduce: it counts as a reduce-scatter of the fusion's
+  result. Each op counts once per execution: ops in a `while` body (a scanned layer stack) are
+  multiplied by the loop's trip count (its `known_trip_count`, else the bound its condition
+  compares the counter with: the largest s32 constant there, as `lax.scan` lowers). An async
+  `-start` op's tuple holds its operands and results; only the results (its second half) count.
+
+  Examples:
+    >>> hlo = '''ENTRY %main (p: f32[8]) -> f32[64] {
+    ...   %p = f32[8]{0} parameter(0)
+    ...   ROOT %ag = f32[64]{0} all-gather(%p), dimensions={0}
+    ... }'''
+    >>> collective_bytes(hlo)["all-gather"]
+    {'count': 1, 'bytes': 256.0}
+  """
+  out = {k: {"count": 0, "bytes": 0.0} for k in COLLECTIVES}
+  for kind, n, nbytes, _ in _collective_ops(hlo_text):
+    out[kind]["count"] += n
+    out[kind]["bytes"] += nbytes
+  return out
+
+
+def dcn_transfers(hlo_text: str) -> dict[str, dict[str, float]]:
+  """What crosses DCN per chip per step in a multi-slice program, by transfer type.
+
+  libtpu compiles one slice's program (partitions = chips per slice) and carries what must
+  cross slices as host-transfer `send`s tagged `_xla_megascale_transfer_type` (ALL_REDUCE,
+  ALL_GATHER, ...); each counts once per execution, with its data's bytes.
+
+  Examples:
+    >>> dcn_transfers(\'\'\'ENTRY %main (p: f32[8]) -> f32[8] {
+    ...   %s = (f32[8]{0}, u32[], token[]) send(%p, %t), frontend_attributes={_xla_megascale_transfer_type="ALL_REDUCE"}
+    ... }\'\'\')
+    {'ALL_REDUCE': {'count': 1, 'bytes': 32.0}}
+  """
+  out: dict[str, dict[str, float]] = {}
+  for kind, n, nbytes, _ in _collective_ops(hlo_text, dcn=True):
+    entry = out.setdefault(kind, {"count": 0, "bytes": 0.0})
+    entry["count"] += n
+    entry["bytes"] += nbytes
   return out
 
 
@@ -317,6 +355,10 @@ def compile_report(config: ml_collections.ConfigDict, topology: str, num_slices:
   })
   hlo = compiled.as_text()
   report["collectives"] = collective_bytes(hlo)
+  if num_slices > 1:  # data parallelism over DCN sends the gradient all-reduce, nothing else
+    report["dcn_transfers"] = dcn_transfers(hlo)
+    report["dcn_other_than_all_reduce"] = sum(
+        v["count"] for k, v in report["dcn_transfers"].items() if k != "ALL_REDUCE")
   if hlo_path:
     with gzip.open(hlo_path, "wt") as f:
       f.write(hlo)
@@ -346,6 +388,10 @@ def format_report(r: dict[str, Any]) -> str:
       "collectives per chip per step: " + ", ".join(
           f"{k} {v['count']}x {v['bytes'] / 2**20:.1f} MiB"
           for k, v in r["collectives"].items() if v["count"]) or "none",
+      *([("across slices (DCN) per chip: " + (", ".join(
+          f"{k.lower()} {v['count']}x {v['bytes'] / 2**20:.1f} MiB"
+          for k, v in r["dcn_transfers"].items()) or "none"))]
+        if "dcn_transfers" in r else []),
       f"compile {r['compile_s']:.1f} s (jax {r['jax']}, libtpu {r['libtpu']})",
   ]
   return "\n".join(lines)

@@ -223,8 +223,8 @@ def orthogonalize_stacks(
   and ``[4d, d]`` groups share a bucket; a bucket holds all matrices of one
   oriented shape and coefficient table (matrices with both sides at most
   ``small_matrix_size`` are zero-padded to one shape, which is exact). Each
-  bucket is one kernel call, placed on ``mesh`` (whole matrices per device;
-  ``None``: where the arrays are; see :mod:`distributed`).
+  bucket is one kernel call; on ``mesh`` the buckets share one plan of whole
+  matrices per device (``None``: where the arrays are; see :mod:`distributed`).
   """
   pieces = []  # (bucket key, group index, rows or None, oriented [b, short, long])
   for gi, (g, x) in enumerate(stacks.items()):
@@ -239,7 +239,7 @@ def orthogonalize_stacks(
   buckets: dict[Any, list[int]] = collections.defaultdict(list)
   for k, (key, *_rest) in enumerate(pieces):
     buckets[key].append(k)
-  results: list[Any] = [None] * len(pieces)
+  kernels, merged = [], []
   for key, idx in buckets.items():
     cfg = key[2]
     parts = [pieces[k][3] for k in idx]
@@ -248,11 +248,12 @@ def orthogonalize_stacks(
     parts = [p if p.shape[1:] == (rows_max, cols_max) else
              jnp.pad(p, ((0, 0), (0, rows_max - p.shape[1]), (0, cols_max - p.shape[2])))
              for p in parts]
-    kernel = functools.partial(
+    kernels.append(functools.partial(
         orthogonalize_matrices, table=np.asarray(cfg.table), normalization=normalization,
-        input_scale=cfg.input_scale, eps=eps, compute_dtype=compute_dtype, method=method)
-    ortho = distributed.map_matrices(
-        kernel, parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=0), mesh)
+        input_scale=cfg.input_scale, eps=eps, compute_dtype=compute_dtype, method=method))
+    merged.append(parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=0))
+  results: list[Any] = [None] * len(pieces)
+  for idx, ortho in zip(buckets.values(), distributed.map_buckets(kernels, merged, mesh)):
     lo = 0
     for k in idx:
       n = pieces[k][3].shape[0]

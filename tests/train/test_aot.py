@@ -91,6 +91,38 @@ ENTRY %main (a: f32[4]) -> f32[4] {
   assert out["all-gather"] == {"count": 1, "bytes": 32.0}
 
 
+def test_two_slices_send_only_the_gradient_all_reduce_over_dcn():
+  """Data parallelism over DCN: Muon's step sends exactly AdamW's gradient all-reduce across
+  slices; Newton–Schulz stays inside each slice. The control (a mesh without devices, so
+  Newton–Schulz cannot see the slices) does send its reshards over DCN."""
+  env = {k: v for k, v in os.environ.items()
+         if k not in ("JAX_PLATFORMS", "XLA_FLAGS", "TPU_ACCELERATOR_TYPE")}
+  out = subprocess.run([sys.executable, os.path.join(REPO_ROOT, "tests", "train", "dcn_worker.py")],
+                       cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
+  assert out.returncode == 0, out.stderr[-2000:]
+  dcn = json.loads(out.stdout.strip().splitlines()[-1])
+  assert set(dcn["adamw"]) == {"ALL_REDUCE"} and dcn["adamw"]["ALL_REDUCE"]["bytes"] > 0
+  assert dcn["muon"] == dcn["adamw"]
+  assert set(dcn["muon_all_axes"]) - {"ALL_REDUCE"}, dcn["muon_all_axes"]
+
+
+def test_dcn_transfers_read_megascale_sends():
+  hlo = """%body (p: f32[4]) -> f32[4] {
+  %p = f32[4]{0} parameter(0)
+  %s = (f32[4]{0}, u32[], token[]) send(%p, %t), frontend_attributes={_xla_megascale_transfer_type="ALL_GATHER"}
+  ROOT %r = f32[4]{0} copy(%p)
+}
+
+ENTRY %main (a: f32[4]) -> f32[4] {
+  %a = f32[4]{0} parameter(0)
+  %s0 = (bf16[8]{0}, u32[], token[]) send(%a, %t), frontend_attributes={_xla_megascale_transfer_type="ALL_REDUCE"}
+  %s1 = (f32[2]{0}, u32[], token[]) send(%a, %t), is_host_transfer=true
+  ROOT %w = f32[4]{0} while(%a), condition=%cond, body=%body, backend_config={"known_trip_count":{"n":"3"}}
+}"""
+  assert aot.dcn_transfers(hlo) == {"ALL_REDUCE": {"count": 1, "bytes": 16.0},
+                                    "ALL_GATHER": {"count": 3, "bytes": 48.0}}
+
+
 @pytest.mark.slow  # ~5-10 min on 2 CPU cores: run with `-m slow`
 def test_pod_script_default_config_fits_its_default_slice():
   script = open(os.path.join(REPO_ROOT, "train", "scripts", "tpu_pod_run.sh")).read()
