@@ -182,9 +182,9 @@ def final_eval(record: Mapping[str, Any]) -> float:
 def trainer_config(spec: Mapping[str, Any], config=None):
   """The trainer config of a spec: ``config`` (default: ``train.configs.default``) with
   ``optimizer``, ``lr``, ``adam_lr``, ``steps``, ``seed`` and the optional ``batch``,
-  ``wd`` (the matrices' decay), ``adam_wd`` and dotted ``model.X`` / ``options.X`` /
-  ``lr_ratios.X`` fields set. ``adam_lr`` is turned into the trainer's
-  ``lr_ratios.adam_learning_rate`` (a multiple of the schedule)."""
+  ``wd`` (the matrices' decay), ``adam_wd`` and dotted ``model.X`` / ``optimizer.X`` /
+  ``options.X`` / ``lr_ratios.X`` fields set. ``adam_lr`` is the trainer's ``optimizer.adam_learning_rate``
+  (the AdamW leaves' peak, on the same schedule), set for every Muon variant."""
   if config is None:
     from train.configs import default
 
@@ -200,13 +200,14 @@ def trainer_config(spec: Mapping[str, Any], config=None):
     c.optimizer.weight_decay = spec["wd"]
   if spec.get("adam_wd") is not None:
     c.optimizer.options.adam_weight_decay = spec["adam_wd"]
-  same = math.isclose(spec["adam_lr"], spec["lr"], rel_tol=1e-6)
-  if spec["optimizer"] == "adamw" and not same:
-    raise ValueError(f"AdamW has no separate leaves: adam_lr must equal lr in {dict(spec)}")
-  if not same:
-    c.optimizer.lr_ratios.adam_learning_rate = float(f"{spec['adam_lr'] / spec['lr']:.6g}")
+  if spec["optimizer"] == "adamw":
+    if not math.isclose(spec["adam_lr"], spec["lr"], rel_tol=1e-6):
+      raise ValueError(f"AdamW has no separate leaves: adam_lr must equal lr in {dict(spec)}")
+  else:
+    c.optimizer.adam_learning_rate = float(spec["adam_lr"])
   for k, v in spec.items():
     section, _, name = k.partition(".")
-    if name and section in ("model", "options", "lr_ratios"):
-      setattr(c.model if section == "model" else c.optimizer[section], name, v)
+    if name and section in ("model", "optimizer", "options", "lr_ratios"):
+      setattr({"model": c.model, "optimizer": c.optimizer}.get(section) or c.optimizer[section],
+              name, v)
   return c

@@ -29,6 +29,10 @@ class ModelConfig:
   tie_embeddings: bool = False
   mup_init: bool = False
   zero_init_proj: bool = False  # Output projections (attn o, mlp down) start at 0 (modded-nanogpt).
+  # GPT-2's layout and init: one fused `[d, 3d]` QKV kernel (`attn/qkv`; needs n_kv_heads ==
+  # n_heads), and every hidden kernel normal(0.02), the output projections 0.02/sqrt(2·n_layers).
+  fused_qkv: bool = False
+  gpt2_init: bool = False
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
   rope_base: float = 10_000.0
@@ -42,6 +46,11 @@ class ModelConfig:
       raise ValueError(f"head_dim={self.head_dim} must be even for RoPE")
     if self.remat_policy not in REMAT_POLICIES:
       raise ValueError(f"remat_policy={self.remat_policy!r}: choose from {REMAT_POLICIES}")
+    if self.fused_qkv and self.n_kv_heads != self.n_heads:
+      raise ValueError(f"fused_qkv needs n_kv_heads == n_heads (a [d, 3d] kernel), got "
+                       f"n_kv_heads={self.n_kv_heads}, n_heads={self.n_heads}")
+    if self.gpt2_init and self.mup_init:
+      raise ValueError("gpt2_init and mup_init are two inits: set one of them")
     for name in ("attention_chunk", "logits_chunk"):
       if getattr(self, name) < 0:
         raise ValueError(f"{name}={getattr(self, name)}: must be >= 0 (0 = off)")
@@ -54,6 +63,9 @@ class ModelConfig:
 PRESETS: dict[str, ModelConfig] = {
     "tiny": ModelConfig(),
     "cpu192": ModelConfig(d_model=192, n_layers=4, n_heads=6, n_kv_heads=2, d_ff=512),
+    # cpu192's size as GPT-2 lays it out (multi-head, fused QKV, GPT-2's init): a user's model.
+    "cpu192_fused": ModelConfig(d_model=192, n_layers=4, n_heads=6, n_kv_heads=6, d_ff=512,
+                                fused_qkv=True, gpt2_init=True),
     "small": ModelConfig(d_model=512, n_layers=8, n_heads=8, n_kv_heads=4, d_ff=1536,
                          max_len=1024),
     "base": ModelConfig(d_model=768, n_layers=12, n_heads=12, n_kv_heads=4, d_ff=2048,
@@ -83,6 +95,10 @@ PRESETS: dict[str, ModelConfig] = {
                              n_kv_heads=8, d_ff=22016, max_len=16384, qk_norm=False,
                              scan_layers=True, remat=True, dtype=jnp.bfloat16,
                              rope_base=1_000_000.0, attention_chunk=1024, logits_chunk=1024),
+    "llama-70b": ModelConfig(vocab_size=128256, d_model=8192, n_layers=80, n_heads=64,
+                             n_kv_heads=8, d_ff=28672, max_len=8192, qk_norm=False,
+                             scan_layers=True, remat=True, dtype=jnp.bfloat16,
+                             rope_base=500_000.0, attention_chunk=1024, logits_chunk=1024),
 }
 
 

@@ -52,12 +52,15 @@ def remat_policy(name: str):
 
 
 def _kernel_init(cfg: ModelConfig, fan_in: int, fan_out: int, proj: bool = False):
-  """Init for hidden kernels: fan-in scaled normal, or spectral (μP) with ‖W‖₂ = √(out/in).
+  """Init for hidden kernels: fan-in scaled normal, spectral (μP) with ‖W‖₂ = √(out/in), or
+  GPT-2's (normal(0.02); output projections 0.02/sqrt(2·n_layers)).
 
   With `zero_init_proj`, the residual branches' output projections (`proj=True`) start at 0.
   """
   if proj and cfg.zero_init_proj:
     return nnx.initializers.zeros_init()
+  if cfg.gpt2_init:
+    return nnx.initializers.normal(stddev=0.02 / (math.sqrt(2 * cfg.n_layers) if proj else 1.0))
   if cfg.mup_init:
     return orthogonal_init(math.sqrt(fan_out / fan_in))
   return nnx.initializers.normal(stddev=1.0 / math.sqrt(fan_in))
@@ -100,11 +103,21 @@ def orthogonal_init(scale: float):
   return init
 
 
+def _fused(init, parts: int):
+  """An init of `parts` matrices side by side along the last axis, each drawn as its own."""
+  def fused_init(key, shape, dtype=jnp.float32):
+    part = (*shape[:-1], shape[-1] // parts)
+    return jnp.concatenate([init(k, part, dtype) for k in jax.random.split(key, parts)], -1)
+
+  return fused_init
+
+
 def _linear(cfg: ModelConfig, fan_in: int, fan_out: int, names: tuple[str, str], rngs: nnx.Rngs,
-            proj: bool = False):
+            proj: bool = False, parts: int = 1):
+  init = _kernel_init(cfg, fan_in, fan_out // parts, proj)
   return nnx.Linear(
       fan_in, fan_out, use_bias=False, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
-      kernel_init=nnx.with_partitioning(_kernel_init(cfg, fan_in, fan_out, proj), names),
+      kernel_init=nnx.with_partitioning(init if parts == 1 else _fused(init, parts), names),
       rngs=rngs)
 
 
@@ -142,9 +155,12 @@ class Attention(nnx.Module):
   def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
     self.cfg = cfg
     d, h, g, k = cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
-    self.q = _linear(cfg, d, h * k, ("embed", "heads"), rngs)
-    self.k = _linear(cfg, d, g * k, ("embed", "kv"), rngs)
-    self.v = _linear(cfg, d, g * k, ("embed", "kv"), rngs)
+    if cfg.fused_qkv:  # GPT-2's c_attn: [q | k | v] in one [d, 3·h·k] kernel
+      self.qkv = _linear(cfg, d, 3 * h * k, ("embed", "heads"), rngs, parts=3)
+    else:
+      self.q = _linear(cfg, d, h * k, ("embed", "heads"), rngs)
+      self.k = _linear(cfg, d, g * k, ("embed", "kv"), rngs)
+      self.v = _linear(cfg, d, g * k, ("embed", "kv"), rngs)
     self.o = _linear(cfg, h * k, d, ("heads", "embed"), rngs, proj=True)
     if cfg.qk_norm:
       self.q_norm = _rms_norm(cfg, k, "head_dim", rngs)
@@ -161,9 +177,13 @@ class Attention(nnx.Module):
     g, r, k = cfg.n_kv_heads, cfg.n_heads // cfg.n_kv_heads, cfg.head_dim
     heads = ("batch", "length", "heads", None)
     kv = ("batch", "length", "kv", None)
-    q_BxLxHxK = checkpoint_name(self.q(x_BxLxD), "query_proj").reshape(b, l, g * r, k)
-    k_BxLxGxK = checkpoint_name(self.k(x_BxLxD), "key_proj").reshape(b, l, g, k)
-    v_BxLxGxK = constrain(checkpoint_name(self.v(x_BxLxD), "value_proj").reshape(b, l, g, k), kv)
+    if cfg.fused_qkv:
+      q_BxLxD, k_BxLxD, v_BxLxD = jnp.split(self.qkv(x_BxLxD), 3, axis=-1)
+    else:
+      q_BxLxD, k_BxLxD, v_BxLxD = self.q(x_BxLxD), self.k(x_BxLxD), self.v(x_BxLxD)
+    q_BxLxHxK = checkpoint_name(q_BxLxD, "query_proj").reshape(b, l, g * r, k)
+    k_BxLxGxK = checkpoint_name(k_BxLxD, "key_proj").reshape(b, l, g, k)
+    v_BxLxGxK = constrain(checkpoint_name(v_BxLxD, "value_proj").reshape(b, l, g, k), kv)
     if cfg.qk_norm:
       q_BxLxHxK, k_BxLxGxK = self.q_norm(q_BxLxHxK), self.k_norm(k_BxLxGxK)
     q_BxLxHxK = constrain(apply_rope(q_BxLxHxK, rope), heads)

@@ -74,18 +74,19 @@ def test_plateau_and_first_step_reaching():
   assert sweep.first_step_reaching(curve, 1.0) is None
 
 
-def test_trainer_config_sets_the_adamw_leaves_as_a_multiple_of_the_schedule():
+def test_trainer_config_sets_the_adamw_leaves_peak_lr_explicitly():
   spec = {"optimizer": "muon", "lr": 0.012, "adam_lr": 0.003, "steps": 20, "seed": 1,
           "batch": 8, "wd": 0.0, "adam_wd": 0.1, "model.mup_init": True,
           "options.ns_method": "standard", "lr_ratios.magnitude_learning_rate": 2.0}
   c = sweep.trainer_config(spec)
-  assert c.optimizer.lr_ratios.adam_learning_rate == 0.25
+  assert c.optimizer.adam_learning_rate == 0.003
+  assert "adam_learning_rate" not in c.optimizer.lr_ratios
   assert (c.optimizer.name, c.optimizer.learning_rate, c.train_steps, c.seed, c.batch_size) == (
       "muon", 0.012, 20, 1, 8)
   assert c.optimizer.weight_decay == 0.0 and c.optimizer.options.adam_weight_decay == 0.1
   assert c.model.mup_init is True and c.optimizer.options.ns_method == "standard"
   assert c.optimizer.lr_ratios.magnitude_learning_rate == 2.0
-  same = sweep.trainer_config({**spec, "adam_lr": 0.012})
-  assert "adam_learning_rate" not in same.optimizer.lr_ratios
+  same = sweep.trainer_config({**spec, "adam_lr": 0.012})  # explicit even when equal to lr
+  assert same.optimizer.adam_learning_rate == 0.012
   with pytest.raises(ValueError, match="AdamW"):
     sweep.trainer_config({"optimizer": "adamw", "lr": 1e-3, "adam_lr": 2e-3, "steps": 5})

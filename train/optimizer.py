@@ -2,6 +2,7 @@
 
 import functools
 
+from absl import logging
 import jax
 import ml_collections
 import optax
@@ -20,6 +21,16 @@ SCHEDULES = ("cosine", "wsd", "constant")
 # and takes Muon's default.
 DEFAULT_LEARNING_RATES = {"adamw": 3e-3, "muon": 6e-3, "muown": 1.2e-2, "muon_plus_plus": 2e-2,
                           "normuon": 6e-3}
+# Peak lr of the AdamW leaves (embeddings, head, norms) of each Muon variant when
+# `optimizer.adam_learning_rate` is unset, in AdamW units whatever the matrices' units, and
+# independent of `optimizer.learning_rate`. Muon++: the bracketed best of its leaves' lr sweep
+# at its default lr (0.003 / 0.01 / 0.02 -> 1.156 / 1.140 / 1.146; headline.py --leaves-sweep),
+# 0.5x its spectral lr as in the library (`SPECTRAL_ADAM_LR_RATIO`); until issue 32 the leaves
+# took its spectral lr, 0.02. Muon, Muown, NorMuon: the lr their default lr was measured with
+# (the leaves ran at the optimizer's lr); Muon's own leaves sweep at lr 0.012 has its best at
+# 0.024, 0.003 nats under 0.012's.
+DEFAULT_ADAM_LEARNING_RATES = {"muon": 6e-3, "muown": 1.2e-2, "muon_plus_plus": 1e-2,
+                               "normuon": 6e-3}
 # Model fields an optimizer's default lr was measured with, used where the config leaves them
 # unset (None): Muon++ calls for the μP init (‖W₀‖₂ = sqrt(fan_out/fan_in)), the one its lr (in
 # those spectral units) and its weight radius were measured with.
@@ -29,6 +40,21 @@ MODEL_DEFAULTS = {"muon_plus_plus": {"mup_init": True}}
 def peak_learning_rate(opt: ml_collections.ConfigDict) -> float:
   """`opt.learning_rate`, or the optimizer's default (`DEFAULT_LEARNING_RATES`) when unset."""
   return DEFAULT_LEARNING_RATES[opt.name] if opt.learning_rate is None else opt.learning_rate
+
+
+def adam_learning_rate(opt: ml_collections.ConfigDict) -> float | None:
+  """The AdamW leaves' peak lr: `opt.adam_learning_rate`, or `DEFAULT_ADAM_LEARNING_RATES`
+  (None for AdamW itself, which has no separate leaves)."""
+  if opt.name == "adamw":
+    if opt.get("adam_learning_rate", None) is not None:
+      raise ConfigError("optimizer.adam_learning_rate applies to the Muon variants only "
+                        "(AdamW steps every leaf at optimizer.learning_rate)")
+    return None
+  if opt.get("adam_learning_rate", None) is not None:
+    if opt.adam_learning_rate <= 0:
+      raise ConfigError(f"optimizer.adam_learning_rate must be > 0, got {opt.adam_learning_rate}")
+    return opt.adam_learning_rate
+  return DEFAULT_ADAM_LEARNING_RATES[opt.name]
 
 
 def make_schedule(opt: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
@@ -50,14 +76,33 @@ def make_schedule(opt: ml_collections.ConfigDict, total_steps: int) -> optax.Sch
   raise ValueError(f"unknown optimizer.schedule {opt.schedule!r}; choose from {SCHEDULES}")
 
 
+def matrix_dimension_numbers(model_cfg: ModelConfig, split_fused_qkv: bool = True):
+  """The trainer's matrices: `labels.dimension_numbers`, with a fused QKV kernel
+  (`model.fused_qkv`) split into its three `[d, d]` matrices (`FusedDimensionNumbers`) unless
+  `split_fused_qkv=False` (then one `[d, 3d]` matrix, the library's default rule)."""
+  if not (model_cfg.fused_qkv and split_fused_qkv):
+    return labels.dimension_numbers
+
+  def split_qkv(path, x):
+    name = om.path_to_str(path)
+    dims = om.default_matrix_rule(name, x)
+    if dims is None or om.path_kind(name) != "qkv":
+      return dims
+    return om.FusedDimensionNumbers(dims.reduction_axis, dims.output_axis, parts=3)
+
+  return lambda params: jax.tree_util.tree_map_with_path(split_qkv, params)
+
+
 def _base(name: str, lr: optax.Schedule, weight_decay: float | None, diagnostics=None,
-          lr_ratios=None, options=None) -> optax.GradientTransformation:
+          lr_ratios=None, options=None, adam_lr: optax.Schedule | None = None,
+          dimension_numbers=labels.dimension_numbers) -> optax.GradientTransformation:
   """The optimizer proper; Muon variants route non-matrix leaves (labels = None) to AdamW.
 
-  `lr_ratios` maps learning-rate arguments of the alias to a multiple of the schedule (e.g.
-  `{"adam_learning_rate": 0.3}`: the AdamW leaves at 0.3x); `options` are further keyword
-  arguments of the alias (e.g. `scale="mup"`). `weight_decay=None` keeps the optimizer's own
-  default (AdamW: 0.1).
+  `adam_lr` is the AdamW leaves' schedule. `lr_ratios` maps learning-rate arguments of the
+  alias to a multiple of the schedule (e.g. `{"magnitude_learning_rate": 0.3}`;
+  `{"adam_learning_rate": 0.3}` replaces `adam_lr` by 0.3x the schedule); `options` are
+  further keyword arguments of the alias (e.g. `scale="mup"`). `weight_decay=None` keeps the
+  optimizer's own default (AdamW: 0.1).
   """
   if name == "adamw" and (lr_ratios or options):
     raise ConfigError("optimizer.lr_ratios and optimizer.options apply to the Muon variants only")
@@ -71,12 +116,14 @@ def _base(name: str, lr: optax.Schedule, weight_decay: float | None, diagnostics
   if weight_decay is not None:
     extra["weight_decay"] = weight_decay
   extra["skip_nonfinite"] = False  # `make_optimizer` wraps the whole chain once.
+  if adam_lr is not None:
+    extra["adam_learning_rate"] = adam_lr
   for arg, ratio in (lr_ratios or {}).items():
     extra[arg] = functools.partial(lambda t, r: r * lr(t), r=float(ratio))
   if diagnostics is not None:
     extra["diagnostics"] = diagnostics
   try:
-    return factory(lr, dimension_numbers=labels.dimension_numbers, **extra)
+    return factory(lr, dimension_numbers=dimension_numbers, **extra)
   except (ValueError, TypeError) as e:  # a bad optimizer.options / lr_ratios value or name
     raise ConfigError(f"optimizer.name={name} with options {options or {}} and lr_ratios "
                       f"{lr_ratios or {}}: {e}") from None
@@ -96,8 +143,22 @@ def make_optimizer(opt: ml_collections.ConfigDict, model_cfg: ModelConfig,
   if opt.grad_clip > 0:
     parts.append(optax.clip_by_global_norm(opt.grad_clip))
   as_dict = lambda key: opt[key].to_dict() if opt.get(key, None) is not None else None
-  parts.append(_base(opt.name, make_schedule(opt, total_steps), opt.weight_decay, diagnostics,
-                     lr_ratios=as_dict("lr_ratios"), options=as_dict("options")))
+  schedule = make_schedule(opt, total_steps)
+  adam_peak, adam_lr = adam_learning_rate(opt), None
+  if adam_peak is not None:  # the schedule's shape at the leaves' own peak
+    ratio = adam_peak / peak_learning_rate(opt)
+    adam_lr = lambda t: ratio * schedule(t)
+    if (as_dict("lr_ratios") or {}).get("adam_learning_rate") is not None:
+      if opt.get("adam_learning_rate", None) is not None:
+        raise ConfigError("set optimizer.adam_learning_rate or "
+                          "optimizer.lr_ratios.adam_learning_rate, not both")
+      adam_peak = opt.lr_ratios.adam_learning_rate * peak_learning_rate(opt)
+    logging.info("optimizer %s: matrices at peak lr %g, AdamW leaves at peak lr %g", opt.name,
+                 peak_learning_rate(opt), adam_peak)
+  parts.append(_base(opt.name, schedule, opt.weight_decay, diagnostics,
+                     lr_ratios=as_dict("lr_ratios"), options=as_dict("options"), adam_lr=adam_lr,
+                     dimension_numbers=matrix_dimension_numbers(
+                         model_cfg, opt.get("split_fused_qkv", True))))
   use_qk_clip = opt.qk_clip > 0
   if use_qk_clip:
     if model_cfg.scan_layers:

@@ -27,17 +27,27 @@ from optax_muon._src import weight_decay as wd_lib
 from optax_muon.diagnostics import probes
 
 __all__ = [
+    "SPECTRAL_ADAM_LR_RATIO",
     "Diagnostics",
     "MeshSpec",
     "SHARED_DOCS",
     "ScheduleSpec",
     "Shared",
     "StepsSpec",
+    "adam_learning_rate",
     "adamw_for_others",
     "assemble",
     "shared_arguments",
     "shared_docs",
 ]
+
+# The AdamW leaves' lr per unit of a spectral learning rate (``‖ΔW‖₂/s``: Muon++,
+# ``muon(scale="mup")``) when ``adam_learning_rate`` is unset. A spectral lr is no AdamW lr;
+# this ratio is measured: Muon++ at 0.02 on the default model (benchmarks/results/
+# headline.md, ``--leaves-sweep``), its leaves at 0.003 / 0.01 / 0.02 ended at 1.156 / 1.140 /
+# 1.146, bracketed best 0.01 = 0.5x. Both lrs are width-independent under μP, so the ratio
+# is too, to first order; ``muon(scale="mup")`` takes it unmeasured (same units).
+SPECTRAL_ADAM_LR_RATIO = 0.5
 
 # A schedule (name or ``(n, 3)`` table), or per leaf ``{path regex: schedule}``.
 ScheduleSpec = Union[coeffs_lib.Schedule, Mapping[str, coeffs_lib.Schedule]]
@@ -104,7 +114,10 @@ adam_b1: the first-moment beta of the AdamW that steps the leaves that are
 adam_b2: that AdamW's second-moment beta.
 adam_eps: that AdamW's epsilon.
 adam_weight_decay: that AdamW's ``λ`` (``None``: ``weight_decay``).
-adam_learning_rate: that AdamW's learning rate (``None``: ``learning_rate``).
+adam_learning_rate: that AdamW's learning rate, in AdamW's units (``None``:
+  ``learning_rate`` where that is in AdamW's units; where it is spectral
+  (``muon_plus_plus``, ``muon(scale="mup")``), ``SPECTRAL_ADAM_LR_RATIO`` (0.5)
+  times it, on its schedule). Comparing optimizers, set it to one value for all.
 dimension_numbers: which leaves are matrices and how: one
   ``MuonDimensionNumbers``, a tree, a callable ``params -> tree`` or a
   ``{regex: MuonDimensionNumbers | None}`` mapping; default
@@ -163,14 +176,37 @@ def shared_docs(fn: _F) -> _F:
   return fn
 
 
+def adam_learning_rate(learning_rate: optax.ScalarOrSchedule, shared: Shared,
+                       spectral: bool = False) -> optax.ScalarOrSchedule:
+  """The AdamW leaves' learning rate: ``shared.adam_learning_rate``, else ``learning_rate``
+  (AdamW units) or ``SPECTRAL_ADAM_LR_RATIO × learning_rate`` (``spectral``: an lr in units
+  of ``‖ΔW‖₂/s``, which is no AdamW lr).
+
+  Examples:
+    >>> adam_learning_rate(0.02, Shared(), spectral=True)
+    0.01
+    >>> adam_learning_rate(0.02, Shared(adam_learning_rate=3e-3), spectral=True)
+    0.003
+  """
+  if shared.adam_learning_rate is not None:
+    return shared.adam_learning_rate
+  if not spectral:
+    return learning_rate
+  if callable(learning_rate):
+    return lambda count: SPECTRAL_ADAM_LR_RATIO * learning_rate(count)
+  return SPECTRAL_ADAM_LR_RATIO * learning_rate
+
+
 def adamw_for_others(learning_rate: optax.ScalarOrSchedule, shared: Shared, *,
-                     nesterov: bool = False) -> optax.GradientTransformation:
-  """The AdamW for embeddings, head, norms and biases (same ``λ`` unless overridden).
+                     nesterov: bool = False, spectral: bool = False
+                     ) -> optax.GradientTransformation:
+  """The AdamW for embeddings, head, norms and biases (same ``λ`` unless overridden), at
+  :func:`adam_learning_rate` (``spectral``: ``learning_rate`` is in spectral units).
 
   Equal to ``optax.adamw`` (``−η·(adam + λW)``), written with a decay that takes
   path masks on the shape-grouped stacks ``matrix_partition`` hands it.
   """
-  lr = learning_rate if shared.adam_learning_rate is None else shared.adam_learning_rate
+  lr = adam_learning_rate(learning_rate, shared, spectral)
   wd = shared.weight_decay if shared.adam_weight_decay is None else shared.adam_weight_decay
   return optax.chain(
       optax.scale_by_adam(b1=shared.adam_b1, b2=shared.adam_b2, eps=shared.adam_eps,

@@ -97,5 +97,6 @@ def muon(
       wd_lib.decoupled_weight_decay(shared.weight_decay, learning_rate, mode=weight_decay_mode,
                                     mask=shared.weight_decay_mask),
   )
-  others = alias_parts.adamw_for_others(learning_rate, shared, nesterov=adam_nesterov)
+  others = alias_parts.adamw_for_others(learning_rate, shared, nesterov=adam_nesterov,
+                                        spectral=scale == "mup")
   return alias_parts.assemble(matrix_chain, others, shared, name="muon", scale=scale, rms=rms)

@@ -15,7 +15,8 @@ anywhere in 0.47–1.20), ``O`` is first divided by a warm-started power-iterati
 estimate of ``‖O‖₂``. ``‖P‖₂`` comes from a warm-started subspace iteration kept
 in the state (a few matrix-vector products per matrix, started from ``W₀``'s top
 directions). ``R = weight_radius·s``; ``weight_radius=None`` turns the bound off.
-Non-matrix parameters go to AdamW as in Muon.
+Non-matrix parameters go to AdamW as in Muon, at ``adam_learning_rate``: an AdamW lr, which a
+spectral ``η`` is not; unset, ``0.5·η`` (``SPECTRAL_ADAM_LR_RATIO``, measured).
 """
 
 from typing import Any, Literal
@@ -97,7 +98,9 @@ def muon_plus_plus(
   The defaults differ from ``muon``'s: Newton–Schulz is Polar Express × 6 (it maps
   normalized σ ∈ [1e-3, 1] into [0.9956, 1.0012], so ``‖O‖₂`` is pinned near 1
   whatever the gradient); ``weight_decay`` is 0 (the radius bounds the weights)
-  and the AdamW leaves decay with 0.1.
+  and the AdamW leaves decay with 0.1; their lr, unset, is ``0.5·learning_rate``
+  (a spectral lr is no AdamW lr; the ratio is measured, ``SPECTRAL_ADAM_LR_RATIO``).
+  Comparing optimizers, give every one's AdamW leaves the same ``adam_learning_rate``.
 
   Examples:
     >>> import jax.numpy as jnp, optax_muon
@@ -134,7 +137,8 @@ def muon_plus_plus(
                                     mask=shared.weight_decay_mask),
       *bound,
   )
-  return alias_parts.assemble(matrix_chain, alias_parts.adamw_for_others(learning_rate, shared),
+  return alias_parts.assemble(matrix_chain, alias_parts.adamw_for_others(learning_rate, shared,
+                                                                          spectral=True),
                               shared, name="muon_plus_plus", scale=scale, multiplier=update_scale)
 
 

@@ -1,8 +1,9 @@
 """Golden test: pins the trainer's first steps on the tiny config, for every optimizer it builds.
 
-Each optimizer takes its default learning rate (`DEFAULT_LEARNING_RATES`) with no warmup, so
-every pinned step follows an update whose learning rate is not zero; the model starts from the
-init the trainer picks for it (Muon++: the μP init). The loss and gradient norm reported at
+Each optimizer takes its default learning rate (`DEFAULT_LEARNING_RATES`) and its AdamW
+leaves theirs (`DEFAULT_ADAM_LEARNING_RATES`) with no warmup, so every pinned step follows an
+update whose learning rate is not zero; the model starts from the init the trainer picks for
+it (Muon++: the μP init). The loss and gradient norm reported at
 step t are computed before update t, so steps 1..3 pin the first three updates.
 """
 
@@ -27,20 +28,32 @@ GOLDEN_LOSSES = {
     "adamw": (5.108863830566406, 4.7113189697265625, 4.3432297706604),
     "muon": (4.892360687255859, 4.23836612701416, 3.577219247817993),
     "muown": (4.267521858215332, 2.9701223373413086, 1.7148940563201904),
-    "muon_plus_plus": (3.5155081748962402, 1.5645456314086914, 0.3306844234466553),
+    # Leaves at 1e-2 since issue 32 (at the spectral lr 2e-2 before: LEAVES_AT_THE_SPECTRAL_LR).
+    "muon_plus_plus": (4.487392425537109, 3.420206069946289, 2.3526530265808105),
 }
 GOLDEN_GRAD_NORMS = {
     "adamw": (0.6940397024154663, 0.6984632611274719, 0.7025796175003052),
     "muon": (0.6952052712440491, 0.7018713355064392, 0.7082005143165588),
     "muown": (0.6986668705940247, 0.7066875696182251, 0.6501606702804565),
-    "muon_plus_plus": (0.713763415813446, 0.6529451012611389, 0.26728418469429016),
+    "muon_plus_plus": (0.7045014500617981, 0.7147854566574097, 0.7038728594779968),
 }
 
 
-def _first_steps(name: str) -> tuple[list[float], list[float]]:
+# Muon++ before issue 32, when its AdamW leaves ran at its spectral lr (2e-2): the golden
+# numbers then. Setting the leaves back to 2e-2 must give them again, so the new golden of
+# Muon++ differs from the old one by the leaves' lr alone.
+LEAVES_AT_THE_SPECTRAL_LR = {
+    "muon_plus_plus": ((3.5155081748962402, 1.5645456314086914, 0.3306844234466553),
+                       (0.713763415813446, 0.6529451012611389, 0.26728418469429016)),
+}
+
+
+def _first_steps(name: str, adam_learning_rate: float | None = None
+                 ) -> tuple[list[float], list[float]]:
   config = tiny.get_config()
   config.optimizer.name = name
   config.optimizer.learning_rate = None  # the optimizer's default
+  config.optimizer.adam_learning_rate = adam_learning_rate  # None: the leaves' default
   config.optimizer.warmup_steps = 0
   config.optimizer.schedule = "constant"
   config.mesh.data = 1
@@ -68,3 +81,10 @@ def test_first_steps_match_golden_numbers(name):
   assert losses[1] < losses[0]  # the first update moved the loss down
   np.testing.assert_allclose(losses[1:], GOLDEN_LOSSES[name], rtol=2e-5)
   np.testing.assert_allclose(norms[1:], GOLDEN_GRAD_NORMS[name], rtol=2e-4)
+
+
+def test_muon_plus_plus_golden_moved_by_the_adamw_leaves_lr_alone():
+  losses, norms = _first_steps("muon_plus_plus", adam_learning_rate=2e-2)
+  old_losses, old_norms = LEAVES_AT_THE_SPECTRAL_LR["muon_plus_plus"]
+  np.testing.assert_allclose(losses[1:], old_losses, rtol=2e-5)
+  np.testing.assert_allclose(norms[1:], old_norms, rtol=2e-4)

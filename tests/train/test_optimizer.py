@@ -121,10 +121,11 @@ def test_lr_ratios_and_alias_options_reach_the_alias():
   second_step = lambda tx: _second_step(tx, params, grads)
   opt = _opt(name="muon_plus_plus", warmup_steps=1, grad_clip=0.0)
   base, _ = optimizer_lib.make_optimizer(opt, model_cfg, total_steps=100)
-  opt.lr_ratios.adam_learning_rate = 0.25
+  opt.lr_ratios.adam_learning_rate = 0.25  # 0.25 x the schedule (peak 1) instead of the default
   scaled, _ = optimizer_lib.make_optimizer(opt, model_cfg, total_steps=100)
   u0, u1 = second_step(base), second_step(scaled)
-  np.testing.assert_allclose(u1["embed"]["embedding"], 0.25 * u0["embed"]["embedding"],
+  default = optimizer_lib.DEFAULT_ADAM_LEARNING_RATES["muon_plus_plus"]
+  np.testing.assert_allclose(u1["embed"]["embedding"], 0.25 / default * u0["embed"]["embedding"],
                              rtol=1e-5)
   np.testing.assert_allclose(_q(u1), _q(u0), rtol=1e-5)  # the matrices keep the full lr
   opt = _opt(name="muon", warmup_steps=1, grad_clip=0.0, weight_decay=0.0)
@@ -182,3 +183,73 @@ def test_the_trainer_builds_normuon_as_the_alias_with_the_shared_arguments():
   np.testing.assert_allclose(_q(ours), _q(_second_step(direct, params, grads)), rtol=1e-6)
   five = om.normuon(optimizer_lib.make_schedule(opt, 100), weight_decay=0.05)
   assert not np.allclose(_q(ours), _q(_second_step(five, params, grads)))
+
+
+@pytest.mark.parametrize("name", ["muon", "muown", "muon_plus_plus", "normuon"])
+def test_the_adamw_leaves_lr_is_its_own_setting(name):
+  # optimizer.adam_learning_rate is the AdamW leaves' peak whatever optimizer.learning_rate
+  # is (AdamW's step, decay included, is linear in its lr); unset, the optimizer's measured
+  # default in AdamW units, never Muon++'s spectral lr.
+  model_cfg = trainer.model_config(tiny.get_config().model)
+  params, grads = _toy_tree(model_cfg.d_model)
+  step = lambda **o: _second_step(optimizer_lib.make_optimizer(
+      _opt(name=name, warmup_steps=1, grad_clip=0.0, **o), model_cfg, 100)[0], params, grads)
+  emb = lambda u: u["embed"]["embedding"]
+  a, b, c = step(adam_learning_rate=0.01), step(adam_learning_rate=0.01, learning_rate=2.0), \
+      step(adam_learning_rate=0.02)
+  np.testing.assert_allclose(emb(b), emb(a), rtol=1e-6)  # the matrices' lr leaves them alone
+  assert not np.allclose(_q(b), _q(a))
+  np.testing.assert_allclose(emb(c), 2 * emb(a), rtol=1e-5)
+  np.testing.assert_allclose(_q(c), _q(a), rtol=1e-6)
+  default = optimizer_lib.DEFAULT_ADAM_LEARNING_RATES[name]
+  np.testing.assert_allclose(emb(step()), default / 0.01 * emb(a), rtol=1e-5)
+  assert optimizer_lib.adam_learning_rate(_opt(name=name, learning_rate=None)) == default
+  if name == "muon_plus_plus":
+    assert default != optimizer_lib.DEFAULT_LEARNING_RATES[name]
+
+
+def test_bad_adamw_leaves_settings_are_refused():
+  model_cfg = trainer.model_config(tiny.get_config().model)
+  make = lambda opt: optimizer_lib.make_optimizer(opt, model_cfg, 100)
+  with pytest.raises(ValueError, match="optimizer.adam_learning_rate"):
+    make(_opt(name="adamw", adam_learning_rate=0.01))
+  with pytest.raises(ValueError, match="optimizer.adam_learning_rate"):
+    make(_opt(name="muon", adam_learning_rate=-0.01))
+  opt = _opt(name="muon", adam_learning_rate=0.01)
+  opt.lr_ratios.adam_learning_rate = 0.5
+  with pytest.raises(ValueError, match="not both"):
+    make(opt)
+
+
+def test_fused_qkv_model_computes_the_separate_projections_and_is_split_for_the_optimizer():
+  # The fused variant ([q | k | v] in one [d, 3d] kernel) computes what separate q, k, v
+  # kernels holding its three blocks compute; the trainer hands the optimizer its three
+  # [d, d] matrices, or one [d, 3d] matrix with split_fused_qkv=False.
+  import models
+  import optax_muon as om
+  from flax import nnx
+  cfg = models.get_config("cpu192_fused", d_model=32, n_heads=2, n_kv_heads=2, n_layers=1,
+                          d_ff=64, max_len=16)
+  plain_cfg = models.get_config("cpu192_fused", d_model=32, n_heads=2, n_kv_heads=2, n_layers=1,
+                                d_ff=64, max_len=16, fused_qkv=False)
+  with nnx.use_eager_sharding(False):
+    fused, plain = models.Transformer(cfg, rngs=nnx.Rngs(0)), models.Transformer(
+        plain_cfg, rngs=nnx.Rngs(1))
+  f_state, p_state = nnx.to_pure_dict(nnx.state(fused)), nnx.to_pure_dict(nnx.state(plain))
+  qkv = f_state["layers"][0]["attn"].pop("qkv")["kernel"]
+  assert qkv.shape == (32, 96)
+  np.testing.assert_allclose(float(jnp.std(qkv)), 0.02, rtol=0.1)  # GPT-2's init
+  for i, name in enumerate("qkv"):
+    f_state["layers"][0]["attn"][name] = {"kernel": qkv[:, 32 * i:32 * (i + 1)]}
+  assert jax.tree.structure(f_state) == jax.tree.structure(p_state)
+  nnx.replace_by_pure_dict(p_state := nnx.state(plain), f_state)
+  nnx.update(plain, p_state)
+  tokens = jnp.arange(16, dtype=jnp.int32).reshape(1, 16) * 7 % 256
+  np.testing.assert_allclose(fused(tokens)[0], plain(tokens)[0], rtol=1e-5, atol=1e-5)
+  params = nnx.to_pure_dict(nnx.state(fused, nnx.Param))
+  split = optimizer_lib.matrix_dimension_numbers(cfg)(params)
+  assert split["layers"][0]["attn"]["qkv"]["kernel"] == om.FusedDimensionNumbers(0, 1, parts=3)
+  whole = optimizer_lib.matrix_dimension_numbers(cfg, split_fused_qkv=False)(params)
+  assert whole["layers"][0]["attn"]["qkv"]["kernel"] == om.MuonDimensionNumbers(0, 1)
+  with pytest.raises(ValueError, match="fused_qkv needs n_kv_heads == n_heads"):
+    models.get_config("cpu192_fused", n_kv_heads=2)

@@ -24,7 +24,8 @@ def get_config() -> ml_collections.ConfigDict:
                      ("n_kv_heads", int), ("d_ff", int), ("max_len", int), ("qk_norm", bool),
                      ("scan_layers", bool), ("remat", bool), ("remat_policy", str),
                      ("attention_chunk", int), ("logits_chunk", int), ("tie_embeddings", bool),
-                     ("mup_init", bool), ("zero_init_proj", bool), ("dtype", str),
+                     ("mup_init", bool), ("zero_init_proj", bool), ("fused_qkv", bool),
+                     ("gpt2_init", bool), ("dtype", str),
                      ("param_dtype", str)):
     c.model[name] = placeholder(kind)
 
@@ -32,6 +33,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.optimizer.name = "muon"  # adamw | muon | muon_plus_plus | muown | normuon
   # Peak lr; None = the optimizer's measured default (train/optimizer.py, DEFAULT_LEARNING_RATES).
   c.optimizer.learning_rate = placeholder(float)
+  # Peak lr of the leaves a Muon variant hands to AdamW (embeddings, head, norms), in AdamW
+  # units, on the same schedule; None = the measured default (train/optimizer.py,
+  # DEFAULT_ADAM_LEARNING_RATES), whatever optimizer.learning_rate is.
+  c.optimizer.adam_learning_rate = placeholder(float)
   c.optimizer.warmup_steps = 40
   c.optimizer.schedule = "cosine"  # cosine | wsd | constant
   c.optimizer.decay_fraction = 0.2  # WSD: fraction of steps in the final linear decay.
@@ -45,6 +50,9 @@ def get_config() -> ml_collections.ConfigDict:
   # lr_ratios.adam_learning_rate=0.3: AdamW leaves at 0.3x), and further keyword arguments of
   # the alias (e.g. options.scale="mup" for muon). Empty = the alias's defaults.
   c.optimizer.lr_ratios = ml_collections.ConfigDict()
+  # A fused QKV kernel (model.fused_qkv) goes to the matrix optimizer as its three [d, d]
+  # matrices; False hands it over as one [d, 3d] matrix (the library's default rule).
+  c.optimizer.split_fused_qkv = True
   c.optimizer.options = ml_collections.ConfigDict()
 
   c.data = ml_collections.ConfigDict()
