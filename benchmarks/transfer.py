@@ -179,6 +179,8 @@ def settings(args) -> dict:
              (len(args.widths.split(",")) - 1) // 2]}
   if getattr(args, "pilots", False):
     out["pilots"] = True
+  if getattr(args, "leaves", "own") == "adamw":
+    out["leaves"] = "adamw"
   return out
 
 
@@ -186,9 +188,14 @@ def run_spec(st: dict, opt: str, width: int, lr: float, seed: int, wd: float | N
              steps: int | None = None, kind: str = "sweep") -> dict:
   """The run's ``_sweep`` spec (its cache key): ``adam_lr`` is the AdamW leaves' peak lr."""
   ratio = spec_of(opt, st).get("lr_ratios", {}).get("adam_learning_rate", 1.0)
-  return {"opt": opt, "kind": kind, "width": width, "lr": lr,
-          "adam_lr": _sweep.grid_value(lr * ratio), "seed": seed, "wd": wd,
-          "steps": st["steps"] if steps is None else steps}
+  adam_lr = _sweep.grid_value(lr * ratio)
+  if leaves_of(st, opt):
+    if width not in st.get("leaves_lr", {}):
+      raise ValueError(f"--leaves adamw: AdamW has no sweep at d_model {width} yet: sweep it first")
+    adam_lr = st["leaves_lr"][width]
+  return {"opt": opt, "kind": kind, "width": width, "lr": lr, "adam_lr": adam_lr, "seed": seed,
+          "wd": wd, "steps": st["steps"] if steps is None else steps,
+          "leaves": leaves_of(st, opt)}
 
 
 def make_config(st: dict, run: dict):
@@ -348,10 +355,25 @@ def train_one(cache, st, opt, width, lr, seed, wd=None, steps=None, kind="sweep"
 # ----------------------------------------------------------------------------- analysis
 
 
-def sweep_runs(cache, opt, width, steps, seed=0):
-  """{lr: final eval} of the seed's sweep runs."""
+def leaves_of(st: dict, opt: str) -> str | None:
+  """The spec's ``leaves`` field: ``"adamw"`` where the leaves are held at AdamW's best
+  (``--leaves adamw``; AdamW's own runs are shared by both modes), else None."""
+  held = st.get("leaves") == "adamw" and spec_of(opt, st)["name"] != "adamw"
+  return "adamw" if held else None
+
+
+def sweep_runs(cache, st, opt, width, seed=0):
+  """{lr: final eval} of the seed's sweep runs (in this leaves mode)."""
   return {r["spec"]["lr"]: r["final_eval"]
-          for r in cache.find(kind="sweep", opt=opt, width=width, seed=seed, steps=steps, wd=None)}
+          for r in cache.find(kind="sweep", opt=opt, width=width, seed=seed, steps=st["steps"],
+                              wd=None, leaves=leaves_of(st, opt))}
+
+
+def hold_leaves(cache, st) -> None:
+  """``--leaves adamw``: ``st["leaves_lr"][width]`` = AdamW's best lr at that width."""
+  if st.get("leaves") == "adamw":
+    st["leaves_lr"] = {w: lr for w in st["widths"]
+                       if (lr := best_lr(cache, st, "adamw", w)) is not None}
 
 
 def sweep(cache, st, opt, width, center, verbose=True):
@@ -360,7 +382,7 @@ def sweep(cache, st, opt, width, center, verbose=True):
   the best lr again with seed 1. Returns the best lr."""
   k = st["grid_points"] // 2
   grid = {_sweep.grid_value(center * 2.0 ** j) for j in range(-k, st["grid_points"] - k)}
-  grid |= set(sweep_runs(cache, opt, width, st["steps"]))
+  grid |= set(sweep_runs(cache, st, opt, width))
   loss_at = lambda lr: train_one(cache, st, opt, width, lr, 0, verbose=verbose)["final_eval"]
   lr_best, _ = best_of(_sweep.bracket(loss_at, sorted(grid), max_extend=st["max_extend"]))
   train_one(cache, st, opt, width, lr_best, 1, verbose=verbose)
@@ -375,10 +397,12 @@ def run_sweeps(cache, st, opts, verbose=True):
       narrower = [w for w in sorted(st["widths"]) if w < width]
       center = best_lr(cache, st, opt, narrower[-1]) if narrower else None
       sweep(cache, st, opt, width, center or prior_of(opt, st), verbose=verbose)
+      if opt == "adamw":
+        hold_leaves(cache, st)
 
 
 def best_lr(cache, st, opt, width):
-  losses = sweep_runs(cache, opt, width, st["steps"])
+  losses = sweep_runs(cache, st, opt, width)
   return best_of(losses)[0] if losses else None
 
 
@@ -420,12 +444,12 @@ def summarize(cache, st, opts) -> dict:
            "init": "mup" if spec["mup_init"] else "fan_in", "options": spec["options"],
            "default_wd": spec["wd"]}
     for width in sorted(st["widths"]):
-      losses = sweep_runs(cache, opt, width, st["steps"])
+      losses = sweep_runs(cache, st, opt, width)
       if not losses:
         continue
       w = str(width)
       lr_b, _ = best_of(losses)
-      seeds = [losses[lr_b]] + [l for l in [sweep_runs(cache, opt, width, st["steps"], 1)
+      seeds = [losses[lr_b]] + [l for l in [sweep_runs(cache, st, opt, width, 1)
                                              .get(lr_b)] if l is not None]
       res["best_lr"][w] = lr_b
       res["adam_lr"][w] = run_spec(st, opt, width, lr_b, 0)["adam_lr"]
@@ -435,11 +459,12 @@ def summarize(cache, st, opts) -> dict:
       res["sweep"][w] = {f"{lr:g}": losses[lr] for lr in sorted(losses)}
       res.setdefault("bracketed", {})[w] = bracketed(losses)
     wds = {r["spec"]["wd"]: r["final_eval"]
-           for r in cache.find(kind="wd", opt=opt, width=st["wd_width"], steps=st["steps"])
+           for r in cache.find(kind="wd", opt=opt, width=st["wd_width"], steps=st["steps"],
+                               leaves=leaves_of(st, opt))
            if r["spec"]["wd"] in st["wd_grid"]}
     lr_wd = best_lr(cache, st, opt, st["wd_width"])
     if wds and lr_wd is not None and spec["wd"] in st["wd_grid"]:
-      wds[spec["wd"]] = sweep_runs(cache, opt, st["wd_width"], st["steps"])[lr_wd]
+      wds[spec["wd"]] = sweep_runs(cache, st, opt, st["wd_width"])[lr_wd]
     if wds:
       res["wd_losses"] = {f"{k:g}": v for k, v in sorted(wds.items())}
       finite = [v for v in wds.values() if math.isfinite(v)]
@@ -447,6 +472,8 @@ def summarize(cache, st, opts) -> dict:
       res["wd_lr"] = lr_wd
     out["optimizers"][opt] = res
   for r in cache.find(kind="long", width=st["long_width"], steps=st["long_steps"]):
+    if r["spec"].get("leaves") != leaves_of(st, r["spec"]["opt"]):
+      continue
     run = r["spec"]
     name = f"{run['opt']}" + (f"_wd{run['wd']:g}" if run["wd"] is not None else "")
     out["long"][name] = {"lr": run["lr"], "adam_lr": run["adam_lr"], "wd": run["wd"],
@@ -545,7 +572,7 @@ def plots(out, out_dir):
     axes[0][0].set_ylim(min(finite) - 0.05, min(min(finite) + 1.0, max(finite) + 0.05))
   axes[0][-1].legend(fontsize=8)
   fig.tight_layout()
-  fig.savefig(os.path.join(out_dir, "transfer.png"), dpi=110)
+  fig.savefig(os.path.join(out_dir, f"{report_name(out['settings'])}.png"), dpi=110)
   plt.close(fig)
   if out["long"]:
     keys = [("loss", "train loss"), ("w_spec_max", "max ‖W‖₂ / sqrt(out/in)"),
@@ -570,12 +597,18 @@ def plots(out, out_dir):
       axes[0][1].axhline(bound, color="k", ls=":", lw=1, label="Muon++ bound")
     axes[0][1].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(os.path.join(out_dir, "transfer_long.png"), dpi=110)
+    fig.savefig(os.path.join(out_dir, f"{report_name(out['settings'])}_long.png"), dpi=110)
     plt.close(fig)
+
+
+def report_name(st: dict) -> str:
+  """``transfer``, or ``transfer_leaves`` with the AdamW leaves held (``--leaves adamw``)."""
+  return "transfer_leaves" if st.get("leaves") == "adamw" else "transfer"
 
 
 def report(out, out_dir, command, info):
   st = out["settings"]
+  fname = report_name(st)
   notes = [
       f"Model: the repo's transformer, {st['layers']} layers, {st['heads']} heads "
       f"({st['kv_heads']} KV), d_ff = {st['ff_ratio']}·d_model, widths d_model = "
@@ -590,6 +623,14 @@ def report(out, out_dir, command, info):
       "seed-0 best. wd_spread: max - min final eval loss over weight decay "
       f"{st['wd_grid']} at d_model {st['wd_width']} and the optimizer's best lr there.",
   ]
+  if st.get("leaves") == "adamw":
+    notes.append("AdamW leaves (embeddings, head, norms) of every Muon variant held at AdamW's "
+                 "best lr at each width: " + ", ".join(
+                     f"d{w}: {lr:g}" for w, lr in sorted(st.get("leaves_lr", {}).items())) + ".")
+  else:
+    notes.append("AdamW leaves (embeddings, head, norms) of each Muon variant at its own lr: "
+                 "these tables compare the leaves' lrs as much as the matrix optimizers "
+                 "(`--leaves adamw` holds them at AdamW's best; results transfer_leaves.*).")
   text = _common.md_header("Learning-rate transfer across width", info, command, notes)
   text += "\n## Claims, checked on these runs\n\n" + "\n".join(f"- {c}" for c in out["claims"])
   text += "\n\n## Best lr, best loss (mean of 2 seeds) and plateau per width\n\n"
@@ -607,7 +648,7 @@ def report(out, out_dir, command, info):
   text += _common.md_table(["optimizer", "d_model", "best lr", "AdamW leaves lr",
                             "final eval (seeds)", "mean",
                             "plateau lr", "plateau width", "bracketed"], rows)
-  text += "\n![loss vs lr per width](transfer.png)\n"
+  text += f"\n![loss vs lr per width]({fname}.png)\n"
   text += "\n## Weight-decay sensitivity\n\n"
   rows = []
   for opt, res in out["optimizers"].items():
@@ -637,16 +678,16 @@ def report(out, out_dir, command, info):
     text += _common.md_table(["run", "lr", "final eval", "‖W‖₂ step 1", "‖W‖₂ last",
                               "‖W‖₂ max", "‖ΔW‖₂ last", "neuron spread last",
                               "max ‖W‖₂/bound"], rows)
-    text += "\n![long horizon](transfer_long.png)\n"
+    text += f"\n![long horizon]({fname}_long.png)\n"
   text += "\n## Every sweep (seed 0, final eval loss)\n\n"
   rows = []
   for opt, res in out["optimizers"].items():
     for w, sw in res["sweep"].items():
       rows.append([label_of(opt, st), w, ", ".join(f"{k}: {v:.3f}" for k, v in sw.items())])
   text += _common.md_table(["optimizer", "d_model", "lr: loss"], rows)
-  with open(os.path.join(out_dir, "transfer.md"), "w") as f:
+  with open(os.path.join(out_dir, f"{fname}.md"), "w") as f:
     f.write(text)
-  with open(os.path.join(out_dir, "transfer.json"), "w") as f:
+  with open(os.path.join(out_dir, f"{fname}.json"), "w") as f:
     json.dump({"machine": info, "command": command, **out}, f, indent=1)
 
 
@@ -698,6 +739,10 @@ def parse_args(argv=None):
   p.add_argument("--max-extend", type=int, default=8, help="most grid extensions per sweep")
   p.add_argument("--grid-points", type=int, default=3, help="initial lr grid points per sweep")
   p.add_argument("--part", default="sweep,wd,long", help="any of sweep, wd, long")
+  p.add_argument("--leaves", choices=("own", "adamw"), default="own",
+                 help="the AdamW leaves' lr: each optimizer's own lr (own), or held at AdamW's "
+                      "best at each width for every optimizer (adamw; results "
+                      "transfer_leaves.*)")
   p.add_argument("--pilots", action="store_true",
                  help="sweep the PILOTS variants (lr sweeps only) into results/transfer_pilots.*")
   p.add_argument("--out-dir", default=str(_common.RESULTS_DIR))
@@ -736,6 +781,7 @@ def main(argv=None):
       f" {a}" for a in (sys.argv[1:] if argv is None else argv))
   info = _common.machine_info()
   parts = args.part.split(",")
+  hold_leaves(cache, st)
   if not args.report_only:
     if "sweep" in parts:
       run_sweeps(cache, st, opts)
