@@ -117,15 +117,22 @@ def _orthonormal_columns(x: jax.Array) -> jax.Array:
 
   Two passes of modified Gram–Schmidt keep f32 columns orthogonal to rounding
   ("twice is enough"); a column in the span of the earlier ones becomes zero.
+  Loops, not unrolled Python: column ``j`` is projected off every column of the
+  result so far, whose not-yet-written columns are zero and leave it unchanged,
+  so the program stays the same size for any ``k``.
   """
-  cols: list[jax.Array] = []
-  for j in range(x.shape[-1]):
-    c = x[..., j]
-    for _ in range(2):
-      for q in cols:
-        c = c - jnp.sum(q * c, axis=-1, keepdims=True) * q
-    cols.append(c / (jnp.linalg.norm(c, axis=-1, keepdims=True) + _TINY))
-  return jnp.stack(cols, axis=-1)
+  k = x.shape[-1]
+
+  def column(j, q):
+    def project(t, c):
+      qi = jax.lax.dynamic_index_in_dim(q, t % k, axis=-1, keepdims=False)
+      return c - jnp.sum(qi * c, axis=-1, keepdims=True) * qi
+
+    c = jax.lax.fori_loop(0, 2 * k, project, jax.lax.dynamic_index_in_dim(x, j, -1, False))
+    c = c / (jnp.linalg.norm(c, axis=-1, keepdims=True) + _TINY)
+    return jax.lax.dynamic_update_index_in_dim(q, c, j, axis=-1)
+
+  return jax.lax.fori_loop(0, k, column, jnp.zeros_like(x))
 
 
 def _top_eigenpair(g: jax.Array, squarings: int = 12):
@@ -135,10 +142,11 @@ def _top_eigenpair(g: jax.Array, squarings: int = 12):
   largest column points along the top eigenvector (error ``(λ₂/λ₁)^(2^squarings)``);
   the Rayleigh quotient of that column is the eigenvalue. A zero ``G`` gives 0.
   """
-  h = g
-  for _ in range(squarings):
+  def square(_, h):
     h = h / (jnp.trace(h, axis1=1, axis2=2)[:, None, None] + _TINY)
-    h = jnp.einsum("bij,bjk->bik", h, h)
+    return jnp.einsum("bij,bjk->bik", h, h)
+
+  h = jax.lax.fori_loop(0, squarings, square, g)
   norms = jnp.linalg.norm(h, axis=1)  # [B, k]: norm of each column
   x = jnp.take_along_axis(h, jnp.argmax(norms, axis=1)[:, None, None], axis=2)[..., 0]
   x = x / (jnp.linalg.norm(x, axis=-1, keepdims=True) + _TINY)
