@@ -4,8 +4,8 @@ Every row compiles the trainer's own jitted train step (`python -m train.aot`'s
 `compile_report`) for a (slice, preset, parallelism) with one optimizer, and records per chip:
 HBM (state, temporaries, total, headroom against the compiler's limit), XLA's flops, the
 collective bytes of the compiled HLO (against AdamW's on the same row), compile time, and the
-arithmetic of Newton–Schulz load balance (NS flops per chip over the ideal: each shape group is
-padded to a multiple of the chips) and Essential AI's estimate of Muon's overhead, 5·d/B of the
+arithmetic of Newton–Schulz load balance (the busiest chip's NS flops over the ideal, from the
+library's own placement plan) and Essential AI's estimate of Muon's overhead, 5·d/B of the
 model's flops (B = tokens per step). Needs libtpu (`pip install -e '.[tpu]'`).
 
     python benchmarks/pod_scale.py                         # every row, every optimizer
@@ -41,10 +41,13 @@ class Row:
   seq_len: int
   mesh: tuple[int, int, int]  # (data, fsdp, tensor); -1 = the rest of the chips
   overrides: tuple[tuple[str, str], ...] = ()
+  num_slices: int = 1  # slices joined over DCN ("data" spans them)
 
   @property
   def key(self) -> str:
-    return f"{self.topology}/{self.preset}" + "".join(f"/{k}={v}" for k, v in self.overrides)
+    slices = f"x{self.num_slices}" if self.num_slices > 1 else ""
+    return (f"{self.topology}{slices}/{self.preset}"
+            + "".join(f"/{k}={v}" for k, v in self.overrides))
 
   def flags(self, optimizer: str) -> list[str]:
     data, fsdp, tensor = self.mesh
@@ -63,6 +66,10 @@ ROWS = {r.key: r for r in (
     Row("v5e-256", "llama-1b", 1024, 4096, (1, -1, 1)),
     Row("v4-32", "llama-1b", 64, 2048, (1, -1, 1)),  # train/scripts/tpu_pod_run.sh's default
     Row("v5p-256", "llama-34b", 256, 4096, (1, -1, 1)),  # >= 30B, 2 x 4096 per chip
+    Row("v5p-256", "llama-70b", 256, 4096, (1, -1, 1)),  # 70B, 2 x 4096 per chip
+    # Two slices joined over DCN ("data" = the slices; FSDP inside each).
+    Row("v5p-128", "llama-8b", 512, 4096, (2, -1, 1), num_slices=2),
+    Row("v5e-256", "llama-1b", 2048, 4096, (2, -1, 1), num_slices=2),
 )}
 # What each memory fix buys (docs/pod_scale.md): the v5p-128 8B row with one fix undone.
 ABLATIONS = {r.key: r for r in (
@@ -119,9 +126,8 @@ def reparse(results: dict) -> None:
           r["collectives"] = aot.collective_bytes(f.read())
 
 
-def compile_one(row: Row, optimizer: str) -> dict:
-  """One (row, optimizer) compiled in this process (`--one`): the `train.aot` report."""
-  from train import aot  # pylint: disable=g-import-not-at-top  # sets libtpu's env first
+def row_config(row: Row, optimizer: str):
+  """The trainer config of one (row, optimizer)."""
   from train.configs import default  # pylint: disable=g-import-not-at-top
   config = default.get_config()
   data, fsdp, tensor = row.mesh
@@ -140,44 +146,84 @@ def compile_one(row: Row, optimizer: str) -> dict:
       pass  # a plain string, e.g. "minimal"
     with node.unlocked():
       node[leaf] = value
+  return config
+
+
+def compile_update(row: Row, optimizer: str) -> dict:
+  """The optimizer's update alone (`tx.update` + `apply_updates`, the trainer's shardings),
+  compiled for the row's slice in this process (`--update-one`): seconds and HLO size."""
+  import optax  # pylint: disable=g-import-not-at-top
+  from train import aot  # pylint: disable=g-import-not-at-top  # sets libtpu's env first
+  import jax  # pylint: disable=g-import-not-at-top
+  _, devices = aot.topology_devices(row.topology, row.num_slices)
+  tx, _, _, state, shardings, mesh, _ = aot.build_state(row_config(row, optimizer), devices,
+                                                        _make_tx(optimizer))
+
+  def update(params, opt_state):  # the gradients have the params' shapes and shardings
+    updates, opt_state = tx.update(params, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state
+
+  fn = jax.jit(update, in_shardings=(shardings.params, shardings.opt_state),
+               out_shardings=(shardings.params, shardings.opt_state), donate_argnums=(0, 1))
+  with jax.set_mesh(mesh):
+    lowered = fn.lower(state.params, state.opt_state)
+    start = time.perf_counter()
+    compiled = lowered.compile()
+    seconds = time.perf_counter() - start
+  return {"optimizer": optimizer, "compile_s": seconds, "loadavg": list(os.getloadavg()),
+          "hlo_instructions": compiled.as_text().count("\n  ")}
+
+
+def compile_one(row: Row, optimizer: str) -> dict:
+  """One (row, optimizer) compiled in this process (`--one`): the `train.aot` report."""
+  from train import aot  # pylint: disable=g-import-not-at-top  # sets libtpu's env first
+  config = row_config(row, optimizer)
   try:
     os.makedirs(HLO_DIR, exist_ok=True)
-    report = aot.compile_report(config, row.topology, make_tx=_make_tx(optimizer),
+    report = aot.compile_report(config, row.topology, row.num_slices, make_tx=_make_tx(optimizer),
                                 hlo_path=hlo_file(row.key, optimizer))
   except aot.DoesNotFit as e:
     report = {"fits": False, "error": str(e)}
   report["optimizer"] = optimizer
+  report["commit"] = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT,
+                                    capture_output=True, text=True).stdout.strip()
   if "chips" in report:
-    report["ns"] = ns_arithmetic(row.preset, report["chips"])
+    report["ns"] = ns_arithmetic(row.preset, report["chips"] // report.get("num_slices", 1))
+    if optimizer == "optax.contrib.muon":  # GSPMD places its Newton–Schulz, not our plan
+      report["ns"]["ns_ratio_vs_ideal"] = None
   return report
 
 
 def ns_arithmetic(preset: str, chips: int) -> dict:
   """Newton–Schulz balance and the 5·d/B estimate, from the preset's shapes (arithmetic).
 
-  Hidden matrices are grouped by shape, a matrix and its transpose together (`[d, d_ff]` and
-  `[d_ff, d]`: an 8B model's 224 matrices in 3 groups); a group of `c` matrices is padded to a
-  multiple of the chips, so each chip orthogonalizes `ceil(c / chips)` of them. Cost of one
-  matrix ∝ max(m, n)·min(m, n)² (Newton–Schulz's matrix products).
+  Hidden matrices are bucketed by shape, a matrix and its transpose together (`[d, d_ff]` and
+  `[d_ff, d]`: an 8B model's 224 matrices in 3 buckets), and placed by the library's own plan
+  (`optax_muon.matrices.balance`, what `newton_schulz` runs on a mesh). `chips`: those one
+  slice holds (Newton–Schulz stays inside a slice). `ns_ratio_vs_ideal` is the busiest chip's
+  flops over the ideal (total / chips); `ns_ratio_padded`, the same for the earlier plan that
+  padded each bucket to a multiple of the chips.
   """
   import models  # pylint: disable=g-import-not-at-top
+  from optax_muon import matrices  # pylint: disable=g-import-not-at-top
   cfg = models.get_config(preset)
   d, h, g, k, f = cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.d_ff
-  shapes = {}
+  shapes: dict[tuple[int, int], int] = {}
   for shape, count in (((d, h * k), 2 * cfg.n_layers), ((d, g * k), 2 * cfg.n_layers),
                        ((d, f), 3 * cfg.n_layers)):  # q and o; k and v; gate, up and down
     shape = tuple(sorted(shape))
     shapes[shape] = shapes.get(shape, 0) + count
-  cost = lambda m, n: max(m, n) * min(m, n) ** 2
-  # Flops of one quintic NS step on an m x n matrix (m <= n): X Xᵀ, A², (bA + cA²) X.
-  step_flops = lambda m, n: 2 * min(m, n) ** 2 * max(m, n) * 2 + 2 * min(m, n) ** 3
-  ideal = sum(c * cost(*s) for s, c in shapes.items()) / chips
-  actual = sum(math.ceil(c / chips) * cost(*s) for s, c in shapes.items())
-  ns_flops = NS_STEPS * sum(c * step_flops(*s) for s, c in shapes.items())
+  sizes = list(shapes.values())
+  costs = [matrices.matrix_cost(*s) for s in shapes]
+  plan = matrices.balance(sizes, costs, chips)
+  total = sum(n * c for n, c in zip(sizes, costs))
+  padded = sum(math.ceil(n / chips) * c for n, c in zip(sizes, costs))
+  ns_flops = NS_STEPS * 2 * total  # matrix_cost is half the flops of one iteration
   return {"ns_groups": {f"{m}x{n}": c for (m, n), c in shapes.items()},
-          "ns_matrices": sum(shapes.values()), "ns_ratio_vs_ideal": actual / ideal,
+          "ns_matrices": sum(sizes), "ns_ratio_vs_ideal": plan.imbalance,
+          "ns_ratio_padded": padded / (total / chips),
           "ns_flops_total": ns_flops, "ns_flops_per_chip_ideal": ns_flops / chips,
-          "ns_flops_per_chip": ns_flops / chips * actual / ideal}
+          "ns_flops_per_chip": ns_flops / chips * plan.imbalance}
 
 
 def model_flops(report: dict) -> float:
@@ -197,16 +243,20 @@ def _load(path: str) -> dict:
 def write_markdown(results: dict, path: str) -> None:
   lines = ["# Pod scale: the trainer's step compiled for TPU slices on a CPU host", "",
            "Written by `benchmarks/pod_scale.py` (per chip; HBM limit = the compiler's). "
-           "NS = Newton–Schulz; `NS/ideal` is arithmetic from the shapes (each shape group padded "
-           "to a multiple of the chips); `5d/B` is Essential AI's estimate of Muon's extra flops "
+           "NS = Newton–Schulz; `NS/ideal` is the busiest chip's NS flops over the ideal (total / "
+           "chips of one slice), arithmetic from the shapes and the library's placement plan "
+           "(`NS padded`: the earlier plan, each shape padded to a multiple of the chips; "
+           "optax.contrib.muon's NS is placed by GSPMD); `DCN`: bytes per chip sent across "
+           "slices, and how many of those transfers are not the gradient all-reduce; `5d/B` is Essential AI's estimate of Muon's extra flops "
            "as a fraction of the model's, `NS/model` the same ratio from the shapes. "
            "`coll/AdamW`: collective bytes per chip of the compiled step over AdamW's on the "
            "same row. XLA flops count a scanned layer body once; `model TFLOP` is 6·N·tokens + "
            "attention per chip. Compile times were taken on a shared 2-core CPU under the load "
            "shown.", ""]
   header = ("| slice | preset | batch x seq | optimizer | fits | state GiB | temp GiB | total GiB "
-            "| headroom GiB | model TFLOP | XLA TFLOP | NS/ideal | NS/model | 5d/B "
-            "| coll GiB | coll/AdamW | all-gather GiB | all-reduce GiB | compile s | load |")
+            "| headroom GiB | model TFLOP | XLA TFLOP | NS/ideal | NS padded | NS/model | 5d/B "
+            "| coll GiB | coll/AdamW | all-gather GiB | all-reduce GiB | DCN GiB | DCN other "
+            "| compile s | load |")
   lines += [header, "|" + "---|" * (header.count("|") - 1)]
   for key, row in sorted(results["rows"].items()):
     adamw = row.get("adamw", {})
@@ -218,7 +268,7 @@ def write_markdown(results: dict, path: str) -> None:
       topo, preset = key.split("/", 1)
       if not r.get("fits") and "total_GiB" not in r:
         lines.append(f"| {topo} | {preset} | | {opt} | no: {r.get('error', '')[:160]} |"
-                     + " |" * 15)
+                     + " |" * 18)
         continue
       coll = sum(v["bytes"] for v in r["collectives"].values())
       ns = r.get("ns", {})
@@ -230,18 +280,53 @@ def write_markdown(results: dict, path: str) -> None:
           f"{'yes' if r['fits'] else 'NO'} | {r['param_GiB'] + r['opt_state_GiB']:.2f} | "
           f"{r['temp_GiB']:.2f} | {r['total_GiB']:.2f} | {r['headroom_GiB']:.2f} | "
           f"{mf / 1e12:.1f} | {r['flops'] / 1e12:.2f} | "
-          + (f"{ns['ns_ratio_vs_ideal']:.2f} | {ns['ns_flops_total'] / model_flops(r):.4f} | "
-             f"{d_over_b:.4f} | " if muon_like and ns else "| | | ")
+          + (("GSPMD" if ns["ns_ratio_vs_ideal"] is None else f"{ns['ns_ratio_vs_ideal']:.2f}")
+             + f" | {ns.get('ns_ratio_padded', float('nan')):.2f}"
+             + f" | {ns['ns_flops_total'] / model_flops(r):.4f} | {d_over_b:.4f} | "
+             if muon_like and ns else "| | | | ")
           + f"{coll / 2**30:.2f} | "
           + (f"{coll / adamw_coll:.3f}" if adamw_coll else "") + " | "
           + f"{r['collectives']['all-gather']['bytes'] / 2**30:.2f} | "
-          f"{r['collectives']['all-reduce']['bytes'] / 2**30:.2f} | {r['compile_s']:.0f} | "
+          f"{r['collectives']['all-reduce']['bytes'] / 2**30:.2f} | "
+          + (f"{sum(v['bytes'] for v in r['dcn_transfers'].values()) / 2**30:.3f} | "
+             f"{r['dcn_other_than_all_reduce']} | " if "dcn_transfers" in r else "| | ")
+          + f"{r['compile_s']:.0f} | "
           f"{r['loadavg'][0]:.1f} |")
   versions = {(r.get("jax"), r.get("libtpu")) for row in results["rows"].values()
               for r in row.values() if r.get("jax")}
   lines += ["", "Versions: " + ", ".join(f"jax {j}, libtpu {t}" for j, t in sorted(versions)), ""]
   with open(path, "w") as f:
     f.write("\n".join(lines))
+
+
+def update_compile_times(row: Row, rounds: int) -> None:
+  """Compile time of the update alone, ours against optax.contrib.muon, each in a fresh
+  process, interleaved; the fastest of `rounds` and the load beside every one."""
+  sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+  from _common import write_report  # pylint: disable=g-import-not-at-top
+  runs: dict[str, list[dict]] = {"optax.contrib.muon": [], "muon": []}
+  for _ in range(rounds):
+    for opt in runs:
+      out = subprocess.run([sys.executable, os.path.abspath(__file__), "--update-one", row.key,
+                            opt], capture_output=True, text=True, cwd=ROOT,
+                           env=dict(os.environ, PYTHONPATH=ROOT), check=True)
+      runs[opt].append(json.loads(out.stdout.strip().splitlines()[-1]))
+  best = {opt: min(r["compile_s"] for r in rs) for opt, rs in runs.items()}
+  lines = [f"# Compiling the optimizer update alone: {row.key}, {row.topology}", "",
+           "Written by `python benchmarks/pod_scale.py --update-compile "
+           f"{row.key} --rounds {rounds}`: `tx.update` + `apply_updates` with the trainer's "
+           "shardings, compiled deviceless for the slice, each compile in a fresh process, "
+           "the two optimizers interleaved. The whole train step is not compared: both "
+           "spend the same model compile (see pod_scale.md's compile column).", "",
+           "| optimizer | fastest compile s | all rounds s (1-min load) | HLO lines |",
+           "|---|---|---|---|"]
+  for opt, rs in runs.items():
+    lines.append(f"| {opt} | {best[opt]:.1f} | "
+                 + ", ".join(f"{r['compile_s']:.1f} ({r['loadavg'][0]:.1f})" for r in rs)
+                 + f" | {rs[0]['hlo_instructions']} |")
+  lines += ["", f"muon / optax.contrib.muon: **{best['muon'] / best['optax.contrib.muon']:.2f}x**"]
+  write_report("pod_scale_update_compile", {"row": row.key, "runs": runs, "fastest": best},
+               lambda _: "\n".join(lines) + "\n")
 
 
 def main() -> None:
@@ -253,10 +338,23 @@ def main() -> None:
   parser.add_argument("--out", default=os.path.join(RESULTS, "pod_scale.json"))
   parser.add_argument("--reparse", action="store_true",
                       help="read collectives again from the kept HLO; compile nothing")
+  parser.add_argument("--update-compile", metavar="ROW",
+                      help="time compiling the optimizer update alone on ROW's slice, "
+                      "optax.contrib.muon against muon, interleaved in fresh processes "
+                      "-> results/pod_scale_update_compile.{json,md}")
+  parser.add_argument("--rounds", type=int, default=3, help="rounds of --update-compile")
   parser.add_argument("--one", nargs=2, metavar=("ROW", "OPTIMIZER"), help=argparse.SUPPRESS)
+  parser.add_argument("--update-one", nargs=2, metavar=("ROW", "OPTIMIZER"),
+                      help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.one:
     print(json.dumps(compile_one(ALL_ROWS[args.one[0]], args.one[1])))
+    return
+  if args.update_one:
+    print(json.dumps(compile_update(ALL_ROWS[args.update_one[0]], args.update_one[1])))
+    return
+  if args.update_compile:
+    update_compile_times(ALL_ROWS[args.update_compile], args.rounds)
     return
   for key in args.rows.split(","):
     if key not in ALL_ROWS:

@@ -256,8 +256,8 @@ def _tree_bytes_per_chip(abstract: Any, shardings: Any) -> float:
 MakeTx = Callable[[ml_collections.ConfigDict, Any], tuple[Any, bool]]
 
 
-def build(config: ml_collections.ConfigDict, devices: list, make_tx: MakeTx | None = None):
-  """`(train_fn, abstract_state, abstract_batch, mesh, model_cfg)`: what `python -m train` jits.
+def build_state(config: ml_collections.ConfigDict, devices: list, make_tx: MakeTx | None = None):
+  """`(tx, use_qk_clip, graphdef, abstract_state, state_shardings, mesh, model_cfg)` of `config`.
 
   `make_tx(config, model_cfg) -> (tx, use_qk_clip)` replaces the trainer's optimizer (for
   benchmarks of optimizers the trainer does not offer, e.g. optax.contrib.muon).
@@ -280,10 +280,18 @@ def build(config: ml_collections.ConfigDict, devices: list, make_tx: MakeTx | No
   else:
     tx, use_qk_clip = make_tx(config, model_cfg)
   graphdef, state, shardings, _ = abstract_state(model_cfg, tx, mesh, config.seed)
-  batch_sharding = models.sharding.batch_sharding(mesh)
-  train_fn, _ = jit_steps(graphdef, tx, use_qk_clip, shardings, batch_sharding)
   state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                        state, shardings)
+  return tx, use_qk_clip, graphdef, state, shardings, mesh, model_cfg
+
+
+def build(config: ml_collections.ConfigDict, devices: list, make_tx: MakeTx | None = None):
+  """`(train_fn, abstract_state, abstract_batch, mesh, model_cfg)`: what `python -m train` jits
+  (`make_tx`: see :func:`build_state`)."""
+  tx, use_qk_clip, graphdef, state, shardings, mesh, model_cfg = build_state(config, devices,
+                                                                             make_tx)
+  batch_sharding = models.sharding.batch_sharding(mesh)
+  train_fn, _ = jit_steps(graphdef, tx, use_qk_clip, shardings, batch_sharding)
   return train_fn, state, abstract_batch(config, batch_sharding), mesh, model_cfg
 
 
