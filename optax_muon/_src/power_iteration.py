@@ -20,6 +20,8 @@ together, which matters when the top singular values bunch up (a warm-started
 single vector then follows one direction while another grows past it).
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -112,6 +114,7 @@ def _unit_columns(x: jax.Array) -> jax.Array:
   return x / (jnp.linalg.norm(x, axis=-2, keepdims=True) + _TINY)
 
 
+@jax.jit  # one compiled loop per shape, also when called outside jit (op by op)
 def _orthonormal_columns(x: jax.Array) -> jax.Array:
   """``[B, n, k]`` → orthonormal columns spanning the same space (Gram–Schmidt, twice).
 
@@ -135,6 +138,7 @@ def _orthonormal_columns(x: jax.Array) -> jax.Array:
   return jax.lax.fori_loop(0, k, column, jnp.zeros_like(x))
 
 
+@functools.partial(jax.jit, static_argnames="squarings")
 def _top_eigenpair(g: jax.Array, squarings: int = 12):
   """Largest eigenvalue and its unit eigenvector of symmetric PSD ``[B, k, k]`` matrices.
 
