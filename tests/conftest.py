@@ -1,7 +1,10 @@
-"""Test session setup: 8 fake CPU devices, before any JAX backend starts."""
+"""Test session setup: 8 fake CPU devices, before any JAX backend starts; one compilation cache."""
 
+import atexit
 import os
 import pathlib
+import shutil
+import tempfile
 
 os.environ.setdefault("XLA_FLAGS", "")
 # libtpu is installed (the `tpu` extra, for `python -m train.aot`): keep JAX on the CPU here,
@@ -16,9 +19,23 @@ _ROOT = str(pathlib.Path(__file__).resolve().parents[1])
 os.environ["PYTHONPATH"] = os.pathsep.join(
     [_ROOT] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
 import jax  # noqa: E402
+import pytest  # noqa: E402
 
 jax.config.update("jax_num_cpu_devices", 8)
 jax.config.update("jax_platforms", "cpu")
 
+# One persistent compilation cache for the session, shared by both pytest-xdist workers: many
+# tests (the trainer's tiny-config runs, every alias on the same shapes) build new jitted
+# functions for programs the session has compiled already, often on the other worker. The
+# controller (or a run without -n) makes the directory before the workers start; they inherit
+# its path. JAX writes entries atomically, so two processes can share one directory.
+if "OPTAX_MUON_TEST_JAX_CACHE" not in os.environ:
+  os.environ["OPTAX_MUON_TEST_JAX_CACHE"] = tempfile.mkdtemp(prefix="jax_cache_")
+  atexit.register(shutil.rmtree, os.environ["OPTAX_MUON_TEST_JAX_CACHE"], ignore_errors=True)
+jax.config.update("jax_compilation_cache_dir", os.environ["OPTAX_MUON_TEST_JAX_CACHE"])
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
 # The generator of the stored torch vectors needs torch; it is run by hand, never collected.
 collect_ignore = ["reference/generate_torch_muon_vectors.py"]
+

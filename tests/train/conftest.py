@@ -1,9 +1,5 @@
 """Train test fixtures; 8 CPU devices (no-op if the top-level conftest already set them)."""
 
-import atexit
-import shutil
-import tempfile
-
 import jax
 import pytest
 
@@ -15,12 +11,7 @@ except RuntimeError:  # Backend already initialized (e.g. by tests/conftest.py).
   pass
 
 # The trainer tests compile the same tiny-config steps many times (every run builds new jitted
-# functions); a per-session persistent compilation cache compiles each one once.
-_CACHE_DIR = tempfile.mkdtemp(prefix="jax_cache_")
-atexit.register(shutil.rmtree, _CACHE_DIR, ignore_errors=True)
-jax.config.update("jax_compilation_cache_dir", _CACHE_DIR)
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+# functions): tests/conftest.py's session-wide persistent compilation cache compiles each once.
 
 
 @pytest.fixture(scope="session")
