@@ -39,3 +39,46 @@ jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 # The generator of the stored torch vectors needs torch; it is run by hand, never collected.
 collect_ignore = ["reference/generate_torch_muon_vectors.py"]
 
+
+# --- xdist scheduling ----------------------------------------------------------------------------
+# With -n and no --dist of the caller's, the run is --dist loadfile --no-loadscope-reorder: each
+# test file goes to one worker (its module-scoped fixtures, e.g. a training run, are made once),
+# files are handed out one at a time as workers free up, in collection order, and the longest
+# files come first. Otherwise a worker can draw a long file last and run it alone while the other
+# idles. Files in order, longest first (summed --durations on 2 cores); a file missing here only
+# starts later, never runs less.
+_LONGEST_FIRST = (
+    "tests/test_distributed.py",
+    "tests/test_diagnostics.py",
+    "tests/train/test_trainer.py",
+    "tests/test_notebooks.py",
+    "tests/test_nonfinite.py",
+    "tests/train/test_skipped_steps.py",
+    "tests/train/test_golden.py",
+    "tests/train/test_processes.py",
+    "tests/train/test_tokenized.py",
+    "tests/train/test_sharded.py",
+    "tests/train/test_faults.py",
+    "tests/test_layout_numerics.py",
+    "tests/models/test_activation_sharding.py",
+    "tests/models/test_long_sequence.py",
+    "tests/models/test_transformer.py",
+    "tests/train/test_qk_clip.py",
+    "tests/test_multiprocess.py",
+    "tests/train/test_aot.py",
+)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's, which turns -n into --dist load
+def pytest_cmdline_main(config):
+  if getattr(config.option, "numprocesses", None) and config.option.dist == "no":
+    config.option.dist = "loadfile"
+    config.option.loadscopereorder = False
+
+
+def pytest_collection_modifyitems(items):
+  def rank(item):
+    path = item.nodeid.split("::")[0]
+    return _LONGEST_FIRST.index(path) if path in _LONGEST_FIRST else len(_LONGEST_FIRST)
+
+  items.sort(key=rank)  # stable: the order within a file is pytest's
