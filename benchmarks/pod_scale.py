@@ -295,6 +295,31 @@ def write_markdown(results: dict, path: str) -> None:
   versions = {(r.get("jax"), r.get("libtpu")) for row in results["rows"].values()
               for r in row.values() if r.get("jax")}
   lines += ["", "Versions: " + ", ".join(f"jax {j}, libtpu {t}" for j, t in sorted(versions)), ""]
+  lines += ["## Against AdamW on the same row", "",
+            "Each Muon variant's total HBM per chip minus AdamW's (negative: it uses less), its "
+            "temporaries minus AdamW's, and the second moment it does not keep (4 bytes x hidden "
+            "matrix params / chips), from rows compiled at the same commit as their AdamW row.",
+            "", "| row | optimizer | commit | total - AdamW GiB | temp - AdamW GiB "
+            "| second moment GiB | DCN bytes / AdamW's |", "|---|---|---|---|---|---|---|"]
+  for key, row in sorted(results["rows"].items()):
+    adamw = row.get("adamw", {})
+    if "total_GiB" not in adamw:
+      continue
+    for opt in OPTIMIZERS[1:]:
+      r = row.get(opt, {})
+      if "total_GiB" not in r or r.get("commit") != adamw.get("commit"):
+        continue
+      hidden = sum(c * math.prod(int(d) for d in shape.split("x"))
+                   for shape, c in r.get("ns", {}).get("ns_groups", {}).items())
+      second = f"{4 * hidden / r['chips'] * r.get('num_slices', 1) / 2**30:.3f}" if hidden else ""
+      dcn = ""
+      if "dcn_transfers" in r and "dcn_transfers" in adamw:
+        ours, base = (sum(v["bytes"] for v in x["dcn_transfers"].values()) for x in (r, adamw))
+        dcn = f"{ours / base:.3f}" if base else ""
+      lines.append(f"| {key} | {opt} | {r.get('commit')} | "
+                   f"{r['total_GiB'] - adamw['total_GiB']:+.3f} | "
+                   f"{r['temp_GiB'] - adamw['temp_GiB']:+.3f} | {second} | {dcn} |")
+  lines.append("")
   with open(path, "w") as f:
     f.write("\n".join(lines))
 
@@ -336,6 +361,8 @@ def main() -> None:
   parser.add_argument("--optimizers", default=",".join(OPTIMIZERS))
   parser.add_argument("--redo", action="store_true", help="compile rows already in the JSON")
   parser.add_argument("--out", default=os.path.join(RESULTS, "pod_scale.json"))
+  parser.add_argument("--report-only", action="store_true",
+                      help="rewrite results/pod_scale.md from the JSON; compile nothing")
   parser.add_argument("--reparse", action="store_true",
                       help="read collectives again from the kept HLO; compile nothing")
   parser.add_argument("--update-compile", metavar="ROW",
@@ -363,6 +390,9 @@ def main() -> None:
     if name not in OPTIMIZERS:
       raise ValueError(f"--optimizers: unknown optimizer {name!r}; choose from {OPTIMIZERS}")
   results = _load(args.out)
+  if args.report_only:
+    write_markdown(results, args.out.replace(".json", ".md"))
+    return
   if args.reparse:
     reparse(results)
     with open(args.out, "w") as f:
