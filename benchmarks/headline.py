@@ -2,33 +2,51 @@
 
     python benchmarks/headline.py               # 600 steps, AdamW lr {1e-3, 3e-3, 1e-2}, Muon lr 6e-3
     python benchmarks/headline.py --steps 100   # a quick look
-    python benchmarks/headline.py --family      # + bracketed Muon/Muown/Muon++ sweeps (~1 h more)
+    python benchmarks/headline.py --family      # + bracketed Muon/Muown/Muon++ sweeps, equal AdamW
+                                                # leaves, on the default and the fused-QKV model
+    python benchmarks/headline.py --family --split-check  # + the fused QKV as one matrix
     python benchmarks/headline.py --family --wd # + weight decay 0-0.4 at Muon's and Muown's best lr
     python benchmarks/headline.py --ns-check    # + Muon with standard vs auto (Gram) Newton–Schulz
     python benchmarks/headline.py --family --magnitude    # + Muown's magnitude lr, bracketed
     python benchmarks/headline.py --family --init-check   # + Muon++ with the fan-in init
-    python benchmarks/headline.py --family --muon-variants  # + Muon with other AdamW-leaf lrs, Polar Express
+    python benchmarks/headline.py --family --muon-variants  # + Muon's AdamW-leaf lr sweep, Polar Express
     python benchmarks/headline.py ... --report-only       # rebuild results/headline*.{json,md} from the cache
 
 Setting: the default config (``cpu192`` preset: 4 layers, d_model 192; batch 16 x 128
 bytes, cosine schedule, warmup 40, grad clip 1, weight decay 0.1), one seed, eval every
 25 steps on the fixed eval batches: the setting of the "figures to beat"
 (optax.contrib.muon reached tuned AdamW's final eval loss in 0.42x the steps).
+``cpu192_fused`` (``--family`` compares on it too; ``--preset`` makes it the main model): the
+same size laid out as GPT-2 (one fused ``[d, 3d]`` QKV kernel, multi-head attention, GPT-2's
+normal(0.02) init), its own tuned AdamW lr setting its leaves.
+
+The AdamW leaves (embeddings, head, norms) of every Muon variant are their own axis: in
+every comparison of optimizers they run at one peak lr, tuned AdamW's best for the setting
+(``adam_lr`` of every run, in the results JSON), unless the table sweeps them.
 
 Measurements, one function each:
 
 - ``adamw_baseline``: AdamW over its lr grid, bracketed; its best final eval is the target.
-- ``muon_default``: Muon at ``--muon_lr`` (and, with ``--half``, the same for half the steps
-  with its own schedule); the first step its eval curve reaches the target, over the steps.
-- ``family`` (``--family``): Muon, Muown and Muon++ each a factor-2 lr sweep, bracketed,
-  best lr rerun with seed 1, each with its alias's defaults and the init it calls for
-  (Muon++: ``model.mup_init``, lr in spectral units).
-- ``weight_decay`` (``--wd``): Muon and Muown at their best lr with the matrices' decay in
-  ``WD_GRID`` (AdamW leaves at 0.1 throughout); ``wd_spread`` = max − min final eval.
+- ``muon_default``: Muon at ``--muon_lr``, its AdamW leaves at tuned AdamW's lr (and, with
+  ``--half``, the same for half the steps with its own schedule); the first step its eval
+  curve reaches the target, over the steps.
+- ``family`` (``--family``, on each model of ``--family-presets``): Muon, Muown and Muon++
+  (``FAMILY_BY_PRESET``) each a factor-2 lr sweep of the
+  matrices, bracketed, the AdamW leaves at that model's tuned AdamW lr for all, each with its
+  alias's defaults and the init the model calls for (default model: Muon++ from the μP
+  init, its lr in spectral units; fused model: every optimizer from the model's own init);
+  ``--seed1``: the best lr rerun with seed 1.
+- ``split_check`` (``--split-check``, fused model): Muon and Muon++ at their best lr with
+  the fused QKV kernel handed over as one ``[d, 3d]`` matrix instead of three ``[d, d]``.
+- ``weight_decay`` (``--wd``): Muon and Muown at lr 0.012, leaves 0.012 (``WD_AT``), with
+  the matrices' decay in ``WD_GRID`` (AdamW leaves' decay 0.1 throughout).
 - ``magnitude`` (``--magnitude``): Muown's magnitude lr as a multiple of its lr, bracketed.
-- ``init_check`` (``--init-check``): Muon++ at its two best lrs with the fan-in init.
-- ``muon_variants`` (``--muon-variants``): Muon at its best lr with its AdamW leaves at
-  ``MUON_ADAM_RATIOS`` × its lr, and with Polar Express coefficients.
+- ``init_check`` (``--init-check``): Muon++ at lrs 0.02 and 0.04 with the fan-in init.
+- ``muon_variants`` (``--muon-variants``): Muon at lr ``MUON_VARIANTS_LR`` with its AdamW
+  leaves at ``MUON_ADAM_LRS`` (the leaves' own bracketed sweep), and with Polar Express.
+- ``leaves_sweep`` (``--leaves-sweep``): Muon++ at its lr with its AdamW leaves' lr swept,
+  bracketed (``LEAVES_SWEEP``): what ``SPECTRAL_ADAM_LR_RATIO`` and the trainer's default
+  for its leaves rest on.
 - ``ns_check`` (``--ns-check``): Muon with ``ns_method="standard"`` and ``"auto"``.
 
 ``--batch B`` (e.g. ``--batch 64 --steps 300``): the same with B rows per step (results in
@@ -55,15 +73,31 @@ import _sweep  # noqa: E402
 from _sweep import best_of, bracketed, final_eval, first_step_reaching, plateau  # noqa: E402
 
 CACHE = _sweep.RUNS_DIR / "headline.json"
-# --family: first lr grid per optimizer (factor 2, extended until bracketed) and the model
-# fields its runs set (the init it calls for).
-FAMILY = {"muon": ((6e-3, 1.2e-2, 2.4e-2), {}),
-          "muown": ((6e-3, 1.2e-2, 2.4e-2), {}),
-          "muon_plus_plus": ((2e-2, 4e-2, 8e-2), {"model.mup_init": True})}
+DEFAULT_PRESET = "cpu192"
+# --family: first lr grid per optimizer (factor 2, extended until bracketed).
+FAMILY = {"muon": (6e-3, 1.2e-2),
+          "muown": (6e-3, 1.2e-2),
+          "muon_plus_plus": (1e-2, 2e-2, 4e-2)}
+# The optimizers compared per preset (Muown: not yet run at equal leaves, see issue 32).
+FAMILY_BY_PRESET = {"cpu192": ("muon", "muon_plus_plus"),
+                    "cpu192_fused": ("muon", "muon_plus_plus")}
+FUSED_PRESET = "cpu192_fused"
+FAMILY_ADAMW_LRS = (1e-3, 3e-3, 1e-2)  # AdamW's first grid on a model other than --preset
+# The model fields each optimizer's runs set, per preset: the init. The default model gives
+# Muon++ the μP init it calls for; the fused model keeps its own init for every optimizer.
+MODEL_FIELDS = {"cpu192": {"muon_plus_plus": {"model.mup_init": True}},
+                "cpu192_fused": {"muon_plus_plus": {"model.mup_init": False}}}
 MAX_EXTEND = 3
 WD_GRID = (0.0, 0.05, 0.1, 0.2, 0.4)
 WD_DEFAULT = {"muon": 0.1, "muown": 0.0}  # the alias default, whose run the sweep already has
-MUON_ADAM_RATIOS = (0.25, 2.0, 4.0)  # --muon-variants: the AdamW leaves' lr, x Muon's
+WD_AT = 0.012  # --wd: lr and AdamW leaves' lr of Muon and Muown (their best, leaves at the lr)
+MUOWN_AT = 0.012  # --magnitude: Muown's lr and leaves' lr
+INIT_AT = (0.02, 0.04)  # --init-check: Muon++'s lrs (leaves at the lr)
+MUON_VARIANTS_LR = 0.012  # --muon-variants: Muon's lr
+MUON_ADAM_LRS = (0.003, 0.012, 0.024, 0.048)  # --muon-variants: its AdamW leaves' lr
+# --leaves-sweep: Muon++ at this lr (its best at equal leaves), its AdamW leaves' lr swept from
+# this grid (extended by factors of 2 until bracketed).
+LEAVES_SWEEP = {"muon_plus_plus": (0.02, (0.003, 0.01, 0.02))}
 DEFAULT_BATCH = 16
 
 
@@ -95,12 +129,16 @@ class Setting:
   cache: _sweep.RunCache
   workdir: str
   report_only: bool = False
+  preset: str = DEFAULT_PRESET
 
   def spec(self, optimizer: str, lr: float, adam_ratio: float = 1.0, seed: int = 0,
-           steps: int | None = None, **fields) -> dict:
-    return {"optimizer": optimizer, "lr": lr, "adam_lr": _sweep.grid_value(lr * adam_ratio),
+           steps: int | None = None, adam_lr: float | None = None, **fields) -> dict:
+    """A run's spec; the AdamW leaves at ``adam_lr`` (default: ``adam_ratio`` × ``lr``)."""
+    adam = _sweep.grid_value(lr * adam_ratio if adam_lr is None else adam_lr)
+    model = {} if self.preset == DEFAULT_PRESET else {"model.preset": self.preset}
+    return {"optimizer": optimizer, "lr": lr, "adam_lr": adam,
             "steps": self.steps if steps is None else steps, "batch": self.batch, "seed": seed,
-            **fields}
+            **model, **fields}
 
   def run(self, *args, **kwargs) -> tuple[str, dict]:
     spec = self.spec(*args, **kwargs)
@@ -117,8 +155,14 @@ class Setting:
     return final_eval(self.run(*args, **kwargs)[1])
 
   def in_setting(self) -> list[tuple[str, dict]]:
+    preset = lambda r: r["spec"].get("model.preset", DEFAULT_PRESET)
     return [(k, r) for k, r in self.cache.runs.items()
-            if r["spec"]["steps"] == self.steps and r["spec"]["batch"] == self.batch]
+            if r["spec"]["steps"] == self.steps and r["spec"]["batch"] == self.batch
+            and preset(r) == self.preset]
+
+  def fields(self, optimizer: str) -> dict:
+    """The model fields of ``optimizer``'s runs in this preset (``MODEL_FIELDS``)."""
+    return dict(MODEL_FIELDS.get(self.preset, {}).get(optimizer, {}))
 
 
 # ----------------------------------------------------------------------------- measurements
@@ -132,60 +176,82 @@ def adamw_baseline(s: Setting, grid) -> dict:
           "bracketed": bracketed(losses), "sweep": losses}
 
 
-def muon_default(s: Setting, lr: float, adam_ratio: float, half: bool) -> dict:
-  """Muon at one lr: its key and record, and (``half``) the half-length run's."""
-  ratio = adam_ratio or 1.0
-  out = {"full": s.run("muon", lr, ratio)}
+def muon_default(s: Setting, lr: float, adam_lr: float, half: bool) -> dict:
+  """Muon at one lr, its leaves at ``adam_lr``: its key and record, and (``half``) the
+  half-length run's."""
+  out = {"full": s.run("muon", lr, adam_lr=adam_lr)}
   if half:
-    out["half"] = s.run("muon", lr, ratio, steps=s.steps // 2)
+    out["half"] = s.run("muon", lr, adam_lr=adam_lr, steps=s.steps // 2)
   return out
 
 
-def family(s: Setting) -> dict:
-  """Per optimizer: ``{"sweep": {lr: loss}, "fields": model fields, "seed1": loss}``."""
+def family(s: Setting, adam_lr: float, seed1: bool) -> dict:
+  """Per optimizer of ``FAMILY_BY_PRESET``, its AdamW leaves at ``adam_lr``: ``{"sweep":
+  {lr: loss}, "fields": model fields, "best_lr", "adam_lr", "seed1": loss or None}``."""
   out = {}
-  for name, (grid, fields) in FAMILY.items():
-    sweep = _sweep.bracket(lambda lr, n=name, f=fields: s.loss(n, lr, **f), grid,
-                           max_extend=MAX_EXTEND)
+  for name in FAMILY_BY_PRESET[s.preset]:
+    grid = FAMILY[name]
+    fields = s.fields(name)
+    sweep = _sweep.bracket(lambda lr, n=name, f=fields: s.loss(n, lr, adam_lr=adam_lr, **f),
+                           grid, max_extend=MAX_EXTEND)
     best_lr, _ = best_of(sweep)
-    out[name] = {"sweep": sweep, "fields": fields, "best_lr": best_lr,
-                 "seed1": s.loss(name, best_lr, seed=1, **fields)}
+    out[name] = {"sweep": sweep, "fields": fields, "best_lr": best_lr, "adam_lr": adam_lr,
+                 "seed1": (s.loss(name, best_lr, seed=1, adam_lr=adam_lr, **fields)
+                           if seed1 else None)}
   return out
 
 
-def weight_decay(s: Setting, fam: dict) -> dict:
-  """Muon and Muown at their best lr, over ``WD_GRID`` (AdamW leaves' decay at 0.1)."""
+def split_check(s: Setting, fam: dict) -> dict:
+  """Muon and Muon++ at their best lr with the fused QKV as one matrix:
+  ``{name: (lr, loss with three [d, d] matrices, loss with one [d, 3d])}``."""
+  out = {}
+  for name in ("muon", "muon_plus_plus"):
+    f = fam[name]
+    out[name] = (f["best_lr"], f["sweep"][f["best_lr"]],
+                 s.loss(name, f["best_lr"], adam_lr=f["adam_lr"],
+                        **{**f["fields"], "optimizer.split_fused_qkv": False}))
+  return out
+
+
+def weight_decay(s: Setting) -> dict:
+  """Muon and Muown at lr and leaves ``WD_AT``, over ``WD_GRID`` (leaves' decay at 0.1)."""
   out = {}
   for name, default_wd in WD_DEFAULT.items():
-    lr, fields = fam[name]["best_lr"], fam[name]["fields"]
-    out[name] = (lr, {wd: fam[name]["sweep"][lr] if wd == default_wd else
-                      s.loss(name, lr, wd=wd, adam_wd=0.1, **fields) for wd in WD_GRID})
+    out[name] = (WD_AT, s.spec(name, WD_AT)["adam_lr"],
+                 {wd: s.loss(name, WD_AT) if wd == default_wd else
+                  s.loss(name, WD_AT, wd=wd, adam_wd=0.1) for wd in WD_GRID})
   return out
 
 
-def magnitude(s: Setting, fam: dict) -> dict:
-  """Muown's magnitude lr (× its lr; 1 = the alias default) at its best lr, bracketed."""
-  lr = fam["muown"]["best_lr"]
-  loss_at = lambda r: (fam["muown"]["sweep"][lr] if r == 1 else
-                       s.loss("muown", lr, **{"lr_ratios.magnitude_learning_rate": r}))
+def magnitude(s: Setting) -> dict:
+  """Muown's magnitude lr (× its lr; 1 = the alias default) at ``MUOWN_AT``, bracketed."""
+  loss_at = lambda r: (s.loss("muown", MUOWN_AT) if r == 1 else
+                       s.loss("muown", MUOWN_AT, **{"lr_ratios.magnitude_learning_rate": r}))
   return _sweep.bracket(loss_at, (0.5, 1.0, 2.0), max_extend=MAX_EXTEND)
 
 
-def init_check(s: Setting, fam: dict) -> dict:
-  """Muon++ at its two best lrs: ``{lr: (final eval with the μP init, with fan-in)}``."""
-  sweep = fam["muon_plus_plus"]["sweep"]
-  two_best = sorted(sorted(sweep, key=sweep.get)[:2])
-  return {lr: (sweep[lr], s.loss("muon_plus_plus", lr, **{"model.mup_init": False}))
-          for lr in two_best}
+def init_check(s: Setting) -> dict:
+  """Muon++ at ``INIT_AT``: ``{lr: (final eval with the μP init, with fan-in)}``."""
+  return {lr: (s.loss("muon_plus_plus", lr, **{"model.mup_init": True}),
+               s.loss("muon_plus_plus", lr, **{"model.mup_init": False})) for lr in INIT_AT}
 
 
-def muon_variants(s: Setting, fam: dict) -> dict:
-  """Muon at its best lr: label -> (key, record), the alias itself first."""
-  lr = fam["muon"]["best_lr"]
-  out = {"as the alias (AdamW leaves at 1x, Jordan)": s.run("muon", lr)}
-  out.update({f"AdamW leaves at {r:g}x": s.run("muon", lr, r) for r in MUON_ADAM_RATIOS})
-  out["Polar Express coefficients"] = s.run("muon", lr,
-                                            **{"options.ns_schedule": "polar_express"})
+def muon_variants(s: Setting) -> dict:
+  """Muon at ``MUON_VARIANTS_LR``: label -> (key, record), its AdamW leaves' lr sweep first."""
+  lr = MUON_VARIANTS_LR
+  out = {f"AdamW leaves at {a:g}": s.run("muon", lr, adam_lr=a) for a in MUON_ADAM_LRS}
+  out["Polar Express coefficients (leaves at the lr)"] = s.run(
+      "muon", lr, **{"options.ns_schedule": "polar_express"})
+  return out
+
+
+def leaves_sweep(s: Setting) -> dict:
+  """Per optimizer in ``LEAVES_SWEEP``: ``(lr, {adam_lr: final eval})``, bracketed."""
+  out = {}
+  for name, (lr, grid) in LEAVES_SWEEP.items():
+    fields = s.fields(name)
+    out[name] = (lr, _sweep.bracket(lambda a, n=name, f=fields: s.loss(n, lr, adam_lr=a, **f),
+                                    grid, max_extend=MAX_EXTEND))
   return out
 
 
@@ -207,20 +273,27 @@ def _fmt_ratio(r: float | None) -> str:
 
 
 def report(s: Setting, args, base: dict, muon: dict, fam: dict, wd: dict, mag: dict,
-           init: dict, variants: dict, ns: dict) -> tuple[dict, str]:
+           init: dict, variants: dict, ns: dict, split: dict, leaves: dict
+           ) -> tuple[dict, str]:
   """The results JSON summary and the markdown report."""
   target = base["target"]
   muon_key, muon_rec = muon["full"]
   reach = first_step_reaching(muon_rec["eval_curve"], target)
   ratio = None if reach is None else reach / s.steps
   runs = s.in_setting()
-  summary = {"steps": s.steps, "batch": s.batch, "tuned_adamw": base["key"],
-             "adamw_bracketed": base["bracketed"], "adamw_final_eval": target,
-             "muon": muon_key, "muon_final_eval": final_eval(muon_rec),
+  summary = {"steps": s.steps, "batch": s.batch, "preset": s.preset, "tuned_adamw": base["key"],
+             "adamw_lr": base["lr"], "adamw_bracketed": base["bracketed"],
+             "adamw_sweep": {f"{lr:g}": v for lr, v in base["sweep"].items()},
+             "adamw_final_eval": target,
+             "muon": muon_key, "muon_adam_lr": muon_rec["spec"]["adam_lr"],
+             "muon_final_eval": final_eval(muon_rec),
              "muon_steps_to_adamw_final": reach, "steps_ratio": ratio,
              "runs": {k: {"spec": r["spec"], "final_eval": final_eval(r)} for k, r in runs}}
   rows = [[k, final_eval(r)] for k, r in runs]
-  notes = [f"cpu192 preset (4 layers, d_model 192), {s.steps} steps, batch {s.batch} x 128 "
+  model = ("cpu192 preset (4 layers, d_model 192)" if s.preset == DEFAULT_PRESET else
+           f"{s.preset} preset (cpu192's size with one fused [d, 3d] QKV kernel, 6 heads "
+           "without GQA, GPT-2's init: normal(0.02), output projections 0.02/sqrt(2·layers))")
+  notes = [f"{model}, {s.steps} steps, batch {s.batch} x 128 "
            "bytes, default config otherwise; one seed; eval every 25 steps. Run keys name every "
            "setting that differs, `adam_lr` the AdamW leaves' peak lr.",
            f"Tuned AdamW = {base['key']}: final eval {target:.3f} (its lr sweep "
@@ -233,7 +306,7 @@ def report(s: Setting, args, base: dict, muon: dict, fam: dict, wd: dict, mag: d
   if mag:
     summary["muown_magnitude_ratio"] = {f"{r:g}": v for r, v in mag.items()}
     notes.append("Muown's magnitude lr (`--magnitude`, multiples of its lr "
-                 f"{fam['muown']['best_lr']:g}; 1 is the alias's default): "
+                 f"{MUOWN_AT:g}, leaves {MUOWN_AT:g}; 1 is the alias's default): "
                  + ", ".join(f"{r:g}x: {v:.4f}" for r, v in mag.items())
                  + f"; best {best_of(mag)[0]:g}x" + ("" if bracketed(mag) else " (NOT bracketed)")
                  + ".")
@@ -247,10 +320,24 @@ def report(s: Setting, args, base: dict, muon: dict, fam: dict, wd: dict, mag: d
                          "steps_ratio": _ratio(r, target, s.steps)}
                  for label, (k, r) in variants.items()}
     summary["muon_variants"] = described
-    notes.append(f"Muon variants at its best lr {fam['muon']['best_lr']:g} (`--muon-variants`; "
-                 "final eval, steps ratio to tuned AdamW's final): "
+    muon_leaves = {r["spec"]["adam_lr"]: final_eval(r) for label, (k, r) in variants.items()
+                   if label.startswith("AdamW leaves")}
+    summary["muon_leaves_sweep"] = {"lr": MUON_VARIANTS_LR, "bracketed": bracketed(muon_leaves),
+                                    "best_adam_lr": best_of(muon_leaves)[0],
+                                    "sweep": {f"{a:g}": v for a, v in muon_leaves.items()}}
+    notes.append(f"Muon at lr {MUON_VARIANTS_LR:g} (`--muon-variants`; its AdamW leaves' lr "
+                 f"swept, {'bracketed' if bracketed(muon_leaves) else 'NOT bracketed'}, best "
+                 f"{best_of(muon_leaves)[0]:g}; final eval, steps ratio to tuned AdamW's final): "
                  + "; ".join(f"{label}: {d['final_eval']:.4f}, {_fmt_ratio(d['steps_ratio'])}"
                              for label, d in described.items()) + ".")
+  for name, (lr, sweep) in leaves.items():
+    summary.setdefault("leaves_sweep", {})[name] = {
+        "lr": lr, "sweep": {f"{a:g}": v for a, v in sweep.items()},
+        "best_adam_lr": best_of(sweep)[0], "bracketed": bracketed(sweep)}
+    notes.append(f"{name} at lr {lr:g} (`--leaves-sweep`), its AdamW leaves' lr swept "
+                 f"({'bracketed' if bracketed(sweep) else 'NOT bracketed'}; best "
+                 f"{best_of(sweep)[0]:g}), final eval: "
+                 + ", ".join(f"{a:g}: {v:.4f}" for a, v in sweep.items()) + ".")
   if ns:
     evals = {m: dict(r["eval_curve"]) for m, r in ns.items()}
     diff = max(abs(evals["auto"][k] - evals["standard"][k]) for k in evals["standard"])
@@ -277,52 +364,97 @@ def report(s: Setting, args, base: dict, muon: dict, fam: dict, wd: dict, mag: d
   info = args.info
   md = (_common.md_header(title, info, command, notes)
         + "\n" + _common.md_table(["run", "final eval loss"], rows))
-  md += _family_section(s, fam, summary, target) + _wd_section(wd, summary)
+  md += (_family_section(fam, summary) + _split_section(split, summary)
+         + _wd_section(wd, summary))
   return {"machine": info, "summary": summary}, md
 
 
-def _family_section(s: Setting, fam: dict, summary: dict, target: float) -> str:
-  rows = []
-  for name, f in fam.items():
-    sweep, best_lr = f["sweep"], f["best_lr"]
-    best, second = sweep[best_lr], f["seed1"]
-    lo, hi = plateau(sweep)
-    ratio = _ratio(s.run(name, best_lr, **f["fields"])[1], target, s.steps)
-    summary.setdefault("family", {})[name] = {
-        "sweep": {f"{lr:g}": loss for lr, loss in sweep.items()}, "best_lr": best_lr,
-        "adam_lr": s.spec(name, best_lr)["adam_lr"], "best_final_eval": best,
-        "best_final_eval_seed1": second, "best_final_eval_mean": (best + second) / 2,
-        "plateau": [lo, hi], "bracketed": bracketed(sweep), "steps_ratio_at_best": ratio}
-    rows.append([name, ", ".join(f"{lr:g}: {loss:.3f}" for lr, loss in sweep.items()),
-                 f"{best_lr:g}", f"{best:.4f} / {second:.4f}", f"{(best + second) / 2:.4f}",
-                 f"{lo:g} – {hi:g} ({hi / lo:g}x)", "yes" if bracketed(sweep) else "NO",
-                 _fmt_ratio(ratio)])
+def _family_section(fams: dict, summary: dict) -> str:
+  """``fams``: preset -> (setting, tuned AdamW, family)."""
+  rows, verdicts = [], []
+  for preset, (s, base, fam) in fams.items():
+    summary.setdefault("family_adamw", {})[preset] = {
+        "lr": base["lr"], "bracketed": base["bracketed"], "final_eval": base["target"],
+        "sweep": {f"{lr:g}": v for lr, v in base["sweep"].items()}}
+    for name, f in fam.items():
+      sweep, best_lr, adam_lr = f["sweep"], f["best_lr"], f["adam_lr"]
+      best, second = sweep[best_lr], f["seed1"]
+      lo, hi = plateau(sweep)
+      ratio = _ratio(s.run(name, best_lr, adam_lr=adam_lr, **f["fields"])[1], base["target"],
+                     s.steps)
+      summary.setdefault("family", {}).setdefault(preset, {})[name] = {
+          "sweep": {f"{lr:g}": loss for lr, loss in sweep.items()}, "best_lr": best_lr,
+          "sweep_adam_lr": {f"{lr:g}": s.spec(name, lr, adam_lr=adam_lr)["adam_lr"]
+                            for lr in sweep},
+          "adam_lr": adam_lr, "fields": f["fields"], "best_final_eval": best,
+          "best_final_eval_seed1": second,
+          "best_final_eval_mean": None if second is None else (best + second) / 2,
+          "plateau": [lo, hi], "bracketed": bracketed(sweep), "steps_ratio_at_best": ratio}
+      rows.append([name, preset, ", ".join(f"{lr:g}: {loss:.3f}" for lr, loss in sweep.items()),
+                   f"{best_lr:g}", f"{adam_lr:g}",
+                   f"{best:.4f}" + ("" if second is None else f" / {second:.4f}"),
+                   f"{lo:g} – {hi:g} ({hi / lo:g}x)", "yes" if bracketed(sweep) else "NO",
+                   _fmt_ratio(ratio)])
+    rows.append(["adamw (all leaves)", preset,
+                 ", ".join(f"{lr:g}: {v:.3f}" for lr, v in base["sweep"].items()),
+                 f"{base['lr']:g}", f"{base['lr']:g}", f"{base['target']:.4f}",
+                 "-", "yes" if base["bracketed"] else "NO", "1.00"])
+    if "muon" in fam and "muon_plus_plus" in fam:
+      a = fam["muon_plus_plus"]["sweep"][fam["muon_plus_plus"]["best_lr"]]
+      b = fam["muon"]["sweep"][fam["muon"]["best_lr"]]
+      summary.setdefault("muon_plus_plus_minus_muon", {})[preset] = a - b
+      verdicts.append(f"- {preset}, AdamW leaves at {base['lr']:g} for both: Muon++'s best final "
+                      f"eval {a:.4f}, Muon's {b:.4f}: Muon++ {a - b:+.4f} "
+                      f"({'within' if a <= b + 0.01 else 'NOT within'} 0.01 of Muon).")
   if not rows:
     return ""
-  return ("\n\n## The Muon family on the default model (`--family`)\n\n"
+  return ("\n\n## The Muon family at equal AdamW leaves (`--family`)\n\n"
           "Each optimizer with its alias's defaults (weight decay: Muon 0.1; Muown and Muon++ 0 "
-          "on matrices, 0.1 on the AdamW leaves; the AdamW leaves at the optimizer's lr) and the "
-          "init it calls for (Muon++: μP init, lr in spectral units). Sweep with seed 0; the best "
-          "lr rerun with seed 1. Plateau: lrs within 0.02 nats of the seed-0 best. Steps ratio: "
-          "first step reaching tuned AdamW's final eval, over the run length, at the best lr "
-          "(seed 0).\n\n"
-          + _common.md_table(["optimizer", "sweep (lr: final eval)", "best lr",
-                              "final eval (seeds 0 / 1)", "mean", "plateau", "bracketed",
-                              "steps ratio"], rows))
+          "on matrices, 0.1 on the AdamW leaves), its AdamW leaves (embeddings, head, norms) at "
+          "tuned AdamW's lr for the model, for every optimizer. cpu192: the default model, "
+          "Muon++ from the μP init (its lr in spectral units), Muon and Muown from the fan-in "
+          f"init. {FUSED_PRESET}: the same size laid out as GPT-2 (one fused [d, 3d] QKV kernel, "
+          "handed to the optimizers as three [d, d] matrices; GPT-2's init for every optimizer). "
+          "Seed 0; plateau: lrs within 0.02 nats of the best; steps ratio: first step reaching "
+          "that model's tuned AdamW final eval, over the run length, at the best lr.\n\n"
+          + _common.md_table(["optimizer", "model", "sweep (lr: final eval)", "best lr",
+                              "AdamW leaves lr", "final eval", "plateau", "bracketed",
+                              "steps ratio"], rows)
+          + "\n" + "\n".join(verdicts) + "\n")
+
+
+def _split_section(split: dict, summary: dict) -> str:
+  if not split:
+    return ""
+  rows = []
+  for name, (lr, three, one) in split.items():
+    summary.setdefault("split_check", {})[name] = {"lr": lr, "three_matrices": three,
+                                                   "one_matrix": one}
+    rows.append([name, f"{lr:g}", f"{three:.4f}", f"{one:.4f}", f"{one - three:+.4f}"])
+  return ("\n\n## The fused QKV: three matrices or one (`--split-check`)\n\n"
+          "Each optimizer at its best lr above (leaves as above), with the `[d, 3d]` QKV kernel "
+          "split into its three `[d, d]` matrices (`FusedDimensionNumbers`, the trainer's "
+          "default) or handed over as one matrix (the library's default rule: Muon++ then scales "
+          "it by sqrt(3) and orthogonalizes q, k and v together).\n\n"
+          + _common.md_table(["optimizer", "lr", "three [d, d]", "one [d, 3d]", "difference"],
+                             rows))
 
 
 def _wd_section(wd: dict, summary: dict) -> str:
   rows = []
-  for name, (lr, by_wd) in wd.items():
+  for name, (lr, adam_lr, by_wd) in wd.items():
     spread = max(by_wd.values()) - min(by_wd.values())
     summary.setdefault("weight_decay", {})[name] = {
-        "lr": lr, "final_eval": {f"{w:g}": v for w, v in by_wd.items()}, "wd_spread": spread}
+        "lr": lr, "adam_lr": adam_lr, "final_eval": {f"{w:g}": v for w, v in by_wd.items()},
+        "wd_spread": spread}
     rows.append([name, f"{lr:g}", *[f"{by_wd[w]:.4f}" for w in WD_GRID], f"{spread:.4f}"])
   if not rows:
     return ""
   return ("\n\n## Weight-decay sensitivity on the default model (`--wd`)\n\n"
-          "At each optimizer's best lr (seed 0), weight decay on the hidden matrices (the "
-          "AdamW leaves at 0.1 throughout); wd_spread = max - min final eval.\n\n"
+          f"Both at lr {WD_AT:g} with their AdamW leaves at {WD_AT:g} (their best lr when each "
+          "one's leaves ran at its lr; not rerun at tuned AdamW's leaves lr), seed 0, weight "
+          "decay on the hidden matrices (the AdamW leaves' decay 0.1 throughout); wd_spread = "
+          "max - min final eval.\n\n"
           + _common.md_table(["optimizer", "lr", *[f"wd {w:g}" for w in WD_GRID], "wd_spread"],
                              rows))
 
@@ -336,8 +468,15 @@ def parse_args(argv=None):
   p.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "optax_muon_headline"))
   p.add_argument("--batch", type=int, default=None,
                  help=f"rows per step (default: the default config's {DEFAULT_BATCH})")
-  p.add_argument("--muon_adam_ratio", type=float, default=0.0,
-                 help="Muon's AdamW leaves at this multiple of muon_lr (0: the same lr)")
+  p.add_argument("--preset", default=DEFAULT_PRESET,
+                 help="model preset (cpu192_fused: GPT-2's fused QKV and init)")
+  p.add_argument("--family-presets", default=",".join(FAMILY_BY_PRESET),
+                 help="with --family: the models compared (each at its own tuned AdamW's leaves)")
+  p.add_argument("--seed1", action="store_true",
+                 help="with --family: rerun each optimizer's best lr with seed 1")
+  p.add_argument("--split-check", action="store_true",
+                 help="with --family on a fused-QKV preset: Muon and Muon++ with the QKV kernel "
+                      "as one matrix")
   p.add_argument("--half", action="store_true",
                  help="also train Muon for steps/2 with its own schedule (compute-efficiency view)")
   p.add_argument("--family", action="store_true",
@@ -351,8 +490,10 @@ def parse_args(argv=None):
   p.add_argument("--init-check", action="store_true",
                  help="with --family: Muon++ with the fan-in init at its two best lrs")
   p.add_argument("--muon-variants", action="store_true",
-                 help="with --family: Muon at its best lr with other AdamW-leaf lrs and with "
-                      "Polar Express coefficients")
+                 help="Muon at lr 0.012 with its AdamW leaves' lr swept, and with Polar Express "
+                      "coefficients")
+  p.add_argument("--leaves-sweep", action="store_true",
+                 help="Muon++ at its lr with its AdamW leaves' lr swept (LEAVES_SWEEP), bracketed")
   p.add_argument("--cache", default=str(CACHE), help="the run cache (JSON)")
   p.add_argument("--report-only", action="store_true",
                  help="train nothing: rebuild the results from the cached runs")
@@ -364,19 +505,27 @@ def parse_args(argv=None):
 def main(argv=None) -> None:
   args = parse_args(argv)
   s = Setting(args.steps, args.batch or DEFAULT_BATCH, _sweep.RunCache(args.cache),
-              args.workdir, args.report_only)
-  out_name = ("headline" + ("" if args.steps == 600 else f"_steps{args.steps}")
+              args.workdir, args.report_only, args.preset)
+  out_name = ("headline" + ("" if args.preset == DEFAULT_PRESET else f"_{args.preset}")
+              + ("" if args.steps == 600 else f"_steps{args.steps}")
               + ("" if args.batch is None else f"_batch{args.batch}"))
   base = adamw_baseline(s, [float(lr) for lr in args.adamw_lrs.split(",")])
-  muon = muon_default(s, args.muon_lr, args.muon_adam_ratio, args.half)
-  fam = family(s) if args.family else {}
-  wd = weight_decay(s, fam) if fam and args.wd else {}
-  mag = magnitude(s, fam) if fam and args.magnitude else {}
-  init = init_check(s, fam) if fam and args.init_check else {}
-  variants = muon_variants(s, fam) if fam and args.muon_variants else {}
+  muon = muon_default(s, args.muon_lr, base["lr"], args.half)
+  fam = {}  # preset -> (setting, tuned AdamW, family)
+  for preset in (args.family_presets.split(",") if args.family else []):
+    sp = s if preset == s.preset else dataclasses.replace(s, preset=preset)
+    bp = base if preset == s.preset else adamw_baseline(sp, FAMILY_ADAMW_LRS)
+    fam[preset] = (sp, bp, family(sp, bp["lr"], args.seed1))
+  split = (split_check(fam[FUSED_PRESET][0], fam[FUSED_PRESET][2])
+           if FUSED_PRESET in fam and args.split_check else {})
+  wd = weight_decay(s) if args.wd else {}
+  mag = magnitude(s) if args.magnitude else {}
+  init = init_check(s) if args.init_check else {}
+  variants = muon_variants(s) if args.muon_variants else {}
   ns = ns_check(s, args.muon_lr) if args.ns_check else {}
+  leaves = leaves_sweep(s) if args.leaves_sweep else {}
   args.info = _common.machine_info()
-  payload, md = report(s, args, base, muon, fam, wd, mag, init, variants, ns)
+  payload, md = report(s, args, base, muon, fam, wd, mag, init, variants, ns, split, leaves)
   _common.write_json(f"{out_name}.json", payload)
   _common.write_text(f"{out_name}.md", md)
   print(md)
