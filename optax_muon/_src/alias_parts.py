@@ -225,21 +225,6 @@ def assemble(matrix_chain: optax.GradientTransformation, others: optax.GradientT
   """
   tx = matrices.matrix_partition(matrix_chain, others, shared.dimension_numbers,
                                  stack_others=True, skip_nonfinite=shared.skip_nonfinite)
-  return describe_lib.attach(_params_after_gradients(tx), describe_lib.AliasInfo(
+  return describe_lib.attach(tx, describe_lib.AliasInfo(
       name, shared.dimension_numbers, scale, describe_lib.as_float(rms),
       describe_lib.as_float(multiplier)))
-
-
-def _params_after_gradients(tx: optax.GradientTransformationExtraArgs
-                            ) -> optax.GradientTransformationExtraArgs:
-  """``tx`` whose reads of ``params`` wait for the gradients (an optimization barrier).
-
-  Work that reads only the weights (Muown's column norms and directions, ...) may otherwise
-  be scheduled before the backward pass, and hold a copy of every hidden matrix through it.
-  """
-  def update_fn(updates, state, params=None, **extra):
-    if params is not None:
-      updates, params = jax.lax.optimization_barrier((updates, params))
-    return tx.update(updates, state, params, **extra)
-
-  return optax.GradientTransformationExtraArgs(tx.init, update_fn)

@@ -595,6 +595,10 @@ def matrix_partition(
                                                              other_state, skipped)
 
   def update_fn(updates, state, params=None, **extra):
+    if params is not None:
+      # Reads of the weights wait for the gradients: weight-only work (Muown's column norms,
+      # ...) scheduled before the backward pass would hold a copy of every matrix through it.
+      updates, params = jax.lax.optimization_barrier((updates, params))
     step = lambda u, s, p: run(u, s, p, extra)
     mesh = distributed.explicit_mesh(jax.tree.leaves(updates))
     if mesh is not None:

@@ -268,4 +268,5 @@ def test_diverging_run_exits_4(data_dir, tmp_path):
   assert "Traceback" not in out.stderr
   line = out.stderr.strip().splitlines()[-1]
   assert line.startswith("non-finite training: 3 consecutive steps skipped"), line
-  assert "non-finite: grads/" in line
+  named = line.split("; non-finite: ", 1)[1]  # what was non-finite: the loss, then leaves
+  assert "grads/" in named and "Lower optimizer.learning_rate" in line, line
