@@ -56,11 +56,19 @@ def test_muon_against_tuned_adamw_runs_its_leaves_at_adamws_lr(path):
         "adam_lr", float("nan")), adamw_lr, rel_tol=1e-6), "the half-length Muon run's leaves"
 
 
-@pytest.mark.parametrize("path", HEADLINES, ids=lambda p: p.name)
+def _with(table: str) -> list[pathlib.Path]:
+  """The results files that hold `table` (headline.json must: checked below)."""
+  return [p for p in HEADLINES if _load(p)["summary"].get(table)]
+
+
+def test_headline_holds_a_family_and_a_weight_decay_table():
+  assert RESULTS / "headline.json" in _with("family")
+  assert RESULTS / "headline.json" in _with("weight_decay")
+
+
+@pytest.mark.parametrize("path", _with("family"), ids=lambda p: p.name)
 def test_family_tables_hold_the_adamw_leaves_equal_or_sweep_them(path):
   s = _load(path)["summary"]
-  if not s.get("family"):
-    pytest.skip(f"{path.name} has no family table")
   for preset, fam in s["family"].items():
     _check_family(path.name, preset, fam, s["family_adamw"][preset])
 
@@ -82,11 +90,9 @@ def _check_family(name_: str, preset: str, fam: dict, adamw: dict) -> None:
     assert adamw["bracketed"] and _bracketed(adamw["sweep"]), f"{preset}: AdamW not bracketed"
 
 
-@pytest.mark.parametrize("path", HEADLINES, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", _with("weight_decay"), ids=lambda p: p.name)
 def test_weight_decay_tables_compare_at_equal_leaves(path):
-  wd = _load(path)["summary"].get("weight_decay")
-  if not wd:
-    pytest.skip(f"{path.name} has no weight-decay table")
+  wd = _load(path)["summary"]["weight_decay"]
   assert _same([w["adam_lr"] for w in wd.values()]), {n: w["adam_lr"] for n, w in wd.items()}
 
 
