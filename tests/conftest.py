@@ -35,6 +35,9 @@ if "OPTAX_MUON_TEST_JAX_CACHE" not in os.environ:
 jax.config.update("jax_compilation_cache_dir", os.environ["OPTAX_MUON_TEST_JAX_CACHE"])
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+# Trainer runs and notebook kernels started as subprocesses share it too (tests of
+# `train.aot`, whose TPU compiles must not come from a cache, drop it from their environment).
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.environ["OPTAX_MUON_TEST_JAX_CACHE"])
 
 # The generator of the stored torch vectors needs torch; it is run by hand, never collected.
 collect_ignore = ["reference/generate_torch_muon_vectors.py"]

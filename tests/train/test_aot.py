@@ -21,7 +21,8 @@ TINY = ["--config=train/configs/tiny.py", "--config.mesh.data=1", "--config.mesh
 
 def _aot(*args: str) -> subprocess.CompletedProcess:
   env = {k: v for k, v in os.environ.items()
-         if k not in ("JAX_PLATFORMS", "XLA_FLAGS", "TPU_ACCELERATOR_TYPE")}
+         if k not in ("JAX_PLATFORMS", "XLA_FLAGS", "TPU_ACCELERATOR_TYPE",
+                      "JAX_COMPILATION_CACHE_DIR")}
   return subprocess.run([sys.executable, "-m", "train.aot", *args], cwd=REPO_ROOT, env=env,
                         capture_output=True, text=True, timeout=600)
 
@@ -96,7 +97,8 @@ def test_two_slices_send_only_the_gradient_all_reduce_over_dcn():
   slices; Newton–Schulz stays inside each slice. The control (a mesh without devices, so
   Newton–Schulz cannot see the slices) does send its reshards over DCN."""
   env = {k: v for k, v in os.environ.items()
-         if k not in ("JAX_PLATFORMS", "XLA_FLAGS", "TPU_ACCELERATOR_TYPE")}
+         if k not in ("JAX_PLATFORMS", "XLA_FLAGS", "TPU_ACCELERATOR_TYPE",
+                      "JAX_COMPILATION_CACHE_DIR")}
   out = subprocess.run([sys.executable, os.path.join(REPO_ROOT, "tests", "train", "dcn_worker.py")],
                        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
   assert out.returncode == 0, out.stderr[-2000:]
