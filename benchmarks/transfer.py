@@ -9,6 +9,7 @@
     python benchmarks/transfer.py --part sweep     # only the lr sweeps (+ second seeds)
     python benchmarks/transfer.py --report-only    # rebuild results/transfer.{json,md} + plots
     python benchmarks/transfer.py --quick --out-dir /tmp/t   # smoke test: every code path, tiny
+    python benchmarks/transfer.py --leaves own     # each optimizer's leaves at its own lr (the old protocol)
     python benchmarks/transfer.py --pilots         # variants of Muon++ and Muown (PILOTS), 2 widths
     python benchmarks/transfer.py --pilots --report-only   # rebuild results/transfer_pilots.*
 
@@ -28,7 +29,9 @@ name                optimizer                                              init
 
 Protocol (each part resumable: finished runs are cached in ``benchmarks/runs/transfer.json``
 (``_sweep.RunCache``) and skipped on a rerun, so the script can be interrupted and
-restarted at any point; every run records its AdamW leaves' lr, ``adam_lr``):
+restarted at any point; every run records its AdamW leaves' lr, ``adam_lr``). The AdamW
+leaves (embeddings, head, norms) of every optimizer run at AdamW's best lr at that width
+(swept first), so the tables compare the matrix optimizers only:
 
 1. ``sweep``: per optimizer and width, a factor-2 lr grid started around the best
    lr of the previous (narrower) width (or a prior for the first) and extended
@@ -602,8 +605,9 @@ def plots(out, out_dir):
 
 
 def report_name(st: dict) -> str:
-  """``transfer``, or ``transfer_leaves`` with the AdamW leaves held (``--leaves adamw``)."""
-  return "transfer_leaves" if st.get("leaves") == "adamw" else "transfer"
+  """``transfer`` (the AdamW leaves held at AdamW's best), or ``transfer_own_leaves`` (each
+  optimizer's leaves at its own lr, ``--leaves own``: not a comparison of the matrices)."""
+  return "transfer" if st.get("leaves") == "adamw" else "transfer_own_leaves"
 
 
 def report(out, out_dir, command, info):
@@ -630,7 +634,7 @@ def report(out, out_dir, command, info):
   else:
     notes.append("AdamW leaves (embeddings, head, norms) of each Muon variant at its own lr: "
                  "these tables compare the leaves' lrs as much as the matrix optimizers "
-                 "(`--leaves adamw` holds them at AdamW's best; results transfer_leaves.*).")
+                 "(the default, `--leaves adamw`, holds them at AdamW's best: transfer.md).")
   text = _common.md_header("Learning-rate transfer across width", info, command, notes)
   text += "\n## Claims, checked on these runs\n\n" + "\n".join(f"- {c}" for c in out["claims"])
   text += "\n\n## Best lr, best loss (mean of 2 seeds) and plateau per width\n\n"
@@ -739,10 +743,11 @@ def parse_args(argv=None):
   p.add_argument("--max-extend", type=int, default=8, help="most grid extensions per sweep")
   p.add_argument("--grid-points", type=int, default=3, help="initial lr grid points per sweep")
   p.add_argument("--part", default="sweep,wd,long", help="any of sweep, wd, long")
-  p.add_argument("--leaves", choices=("own", "adamw"), default="own",
-                 help="the AdamW leaves' lr: each optimizer's own lr (own), or held at AdamW's "
-                      "best at each width for every optimizer (adamw; results "
-                      "transfer_leaves.*)")
+  p.add_argument("--leaves", choices=("own", "adamw"), default="adamw",
+                 help="the AdamW leaves' lr: held at AdamW's best at each width for every "
+                      "optimizer (adamw, results transfer.*), or each optimizer's own lr (own, "
+                      "results transfer_own_leaves.*: the protocol before the leaves were "
+                      "held, kept to reproduce it)")
   p.add_argument("--pilots", action="store_true",
                  help="sweep the PILOTS variants (lr sweeps only) into results/transfer_pilots.*")
   p.add_argument("--out-dir", default=str(_common.RESULTS_DIR))
@@ -759,8 +764,8 @@ def parse_args(argv=None):
     args.eval_steps = 8 if args.pilots else 32
   if args.optimizers is None:
     args.optimizers = ",".join(PILOTS if args.pilots else OPTS)
-  if args.pilots:
-    args.part, args.long_steps, args.wd_grid = "sweep", 0, "0.1"
+  if args.pilots:  # variants that set their own leaves' lr ratio
+    args.part, args.long_steps, args.wd_grid, args.leaves = "sweep", 0, "0.1", "own"
   if args.quick:  # every code path once, as few compiles as possible
     args.widths, args.steps, args.eval_every, args.eval_steps = "16,32", 8, 4, 1
     args.long_steps, args.batch, args.seq, args.layers = 12, 4, 32, 1

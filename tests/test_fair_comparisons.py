@@ -4,7 +4,7 @@ Every Muon variant hands its embeddings, head and norms to AdamW. A table that p
 optimizers side by side is fair only when those AdamW leaves ran at one peak lr for all of
 them, or when each optimizer's leaves' lr was itself swept and bracketed (its best has a
 worse neighbour on both sides). These tests read the results JSON and check that, from the
-``adam_lr`` every run records (issue 32).
+``adam_lr`` every run records.
 """
 
 import json
@@ -97,7 +97,7 @@ def test_weight_decay_tables_compare_at_equal_leaves(path):
 
 
 def test_a_table_with_unequal_leaves_fails_the_check(tmp_path):
-  # The check can fail: the family table as it was before issue 32 (each optimizer's
+  # The check can fail: the family table as it was once (each optimizer's
   # leaves at its own lr, none of them swept).
   fam = {"muon": {"sweep": {"0.006": 1.154, "0.012": 1.150, "0.024": 1.170},
                   "sweep_adam_lr": {"0.006": 0.006, "0.012": 0.012, "0.024": 0.024},
@@ -126,9 +126,6 @@ def test_transfer_records_the_leaves_lr_per_optimizer_and_width():
       assert lr > 0, (name, w)
 
 
-@pytest.mark.xfail(strict=True, reason="transfer.py has not been rerun with the AdamW leaves "
-                   "held at AdamW's best per width (python benchmarks/transfer.py --leaves "
-                   "adamw); its tables still run each optimizer's leaves at its own lr")
 def test_transfer_compares_the_optimizers_at_equal_leaves_per_width():
   out = _load(RESULTS / "transfer.json")
   opts = out["optimizers"]

@@ -25,7 +25,7 @@ DEFAULT_LEARNING_RATES = {"adamw": 3e-3, "muon": 6e-3, "muown": 1.2e-2, "muon_pl
 # `optimizer.adam_learning_rate` is unset, in AdamW units whatever the matrices' units, and
 # independent of `optimizer.learning_rate`. Muon++: the bracketed best of its leaves' lr sweep
 # at its default lr (0.003 / 0.01 / 0.02 -> 1.156 / 1.140 / 1.146; headline.py --leaves-sweep),
-# 0.5x its spectral lr as in the library (`SPECTRAL_ADAM_LR_RATIO`); until issue 32 the leaves
+# 0.5x its spectral lr as in the library (`SPECTRAL_ADAM_LR_RATIO`); before that the leaves
 # took its spectral lr, 0.02. Muon, Muown, NorMuon: the lr their default lr was measured with
 # (the leaves ran at the optimizer's lr); Muon's own leaves sweep at lr 0.012 has its best at
 # 0.024, 0.003 nats under 0.012's.

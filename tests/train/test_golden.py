@@ -28,7 +28,7 @@ GOLDEN_LOSSES = {
     "adamw": (5.108863830566406, 4.7113189697265625, 4.3432297706604),
     "muon": (4.892360687255859, 4.23836612701416, 3.577219247817993),
     "muown": (4.267521858215332, 2.9701223373413086, 1.7148940563201904),
-    # Leaves at 1e-2 since issue 32 (at the spectral lr 2e-2 before: LEAVES_AT_THE_SPECTRAL_LR).
+    # Leaves at 1e-2, half the spectral lr (at 2e-2 before: LEAVES_AT_THE_SPECTRAL_LR).
     "muon_plus_plus": (4.487392425537109, 3.420206069946289, 2.3526530265808105),
 }
 GOLDEN_GRAD_NORMS = {
@@ -39,7 +39,7 @@ GOLDEN_GRAD_NORMS = {
 }
 
 
-# Muon++ before issue 32, when its AdamW leaves ran at its spectral lr (2e-2): the golden
+# Muon++ as it was when its AdamW leaves ran at its spectral lr (2e-2): the golden
 # numbers then. Setting the leaves back to 2e-2 must give them again, so the new golden of
 # Muon++ differs from the old one by the leaves' lr alone.
 LEAVES_AT_THE_SPECTRAL_LR = {
