@@ -22,11 +22,14 @@ import dataclasses
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import time
+from typing import Callable
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)  # train.slices, for the ladder's rows
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
 OPTIMIZERS = ("adamw", "optax.contrib.muon", "muon", "muon_plus_plus", "muown", "normuon")
 HLO_DIR = os.environ.get("POD_SCALE_HLO_DIR", "/tmp/pod_scale_hlo")  # compiled HLO, gzipped
@@ -48,6 +51,11 @@ class Row:
     slices = f"x{self.num_slices}" if self.num_slices > 1 else ""
     return (f"{self.topology}{slices}/{self.preset}"
             + "".join(f"/{k}={v}" for k, v in self.overrides))
+
+  @property
+  def sized_key(self) -> str:
+    """`key` with the global batch (`v5p-256/llama-70b/batch=256`): a point of the ladder."""
+    return f"{self.key}/batch={self.batch_size}"
 
   def flags(self, optimizer: str) -> list[str]:
     data, fsdp, tensor = self.mesh
@@ -78,10 +86,56 @@ ABLATIONS = {r.key: r for r in (
     Row("v5p-128", "llama-8b", 256, 4096, (1, -1, 1), (("model.remat_policy", "minimal"),)),
     Row("v5p-128", "llama-8b", 256, 4096, (1, -1, 1),
         (("optimizer.options.mu_dtype", "bfloat16"),)),
-    # The pod script's config before this change (issue 29's first table), now with the fixes.
+    # The pod script's config before these memory fixes (docs/pod_scale.md), now with them.
     Row("v5p-128", "1b", 256, 2048, (1, -1, 1)),
 )}
 ALL_ROWS = {**ROWS, **ABLATIONS}
+
+# --max-model: per slice and optimizer, the largest model of the ladder and the largest per-chip
+# batch (a power of two, the next one compiled and not fitting) at MAX_SEQ, FSDP over each slice's
+# chips with the presets' remat (full) and chunked attention and logits.
+MAX_SLICES = ("v5e-256", "v5p-128", "v5p-256", "v6e-256")
+LADDER = ("llama-8b", "llama-34b", "llama-70b")  # smallest first
+MAX_SEQ = 4096
+MAX_PER_CHIP = 16  # the batch search stops here
+MAX_OPTIMIZERS = ("adamw", "muon", "muon_plus_plus", "muown", "normuon", "optax.contrib.muon")
+# MaxText's published configs for the same slices (AdamW, bf16 activations, fp32 weights), read
+# from AI-Hypercomputer/maxtext at e591f30 (`benchmarks/maxtext_v5e_model_configs.py`,
+# `maxtext_v5p_model_configs.py`, `maxtext_trillium_model_configs.py`, `configs/tpu/v5p/128b.sh`):
+# (slice, model, per-chip batch, seq, remat policy, sharding).
+MAXTEXT_PUBLISHED = (
+    ("v5e-256", "llama2-70b", 2, 2048, "qkv_proj_offloaded", "fsdp"),
+    ("v5e-256", "llama2-7b", 4, 2048, "save_qkv_proj", "fsdp"),
+    ("v5p-128", "llama2-70b", 2, 4096, "save_dot_except_mlpwi", "fsdp"),
+    ("v5p-128", "llama2-7b", 4, 4096, "minimal", "fsdp"),
+    ("v5p-256", "default-128b", 1, 2048, "minimal", "fsdp x tensor 8"),
+    ("v6e-256", "llama2-70b", 4, 4096, "full", "fsdp_transpose"),
+    ("v6e-256", "llama2-7b", 12, 4096, "full", "fsdp"),
+)
+_SIZED_KEY = re.compile(r"(v\w+-\d+)(?:x(\d+))?/([\w.-]+)/batch=(\d+)")
+
+
+def ladder_row(topology: str, preset: str, per_chip: int, num_slices: int = 1) -> Row:
+  """A point of the ladder: `per_chip` sequences of MAX_SEQ per chip, FSDP inside each slice
+  ("data" = the slices)."""
+  from train import slices  # pylint: disable=g-import-not-at-top
+  chips = slices.parse(topology).num_chips * num_slices
+  return Row(topology, preset, per_chip * chips, MAX_SEQ, (num_slices, -1, 1),
+             num_slices=num_slices)
+
+
+def find_row(key: str) -> Row:
+  """The row named `key`: one of ALL_ROWS or a ladder point's `sized_key`."""
+  if key in ALL_ROWS:
+    return ALL_ROWS[key]
+  m = _SIZED_KEY.fullmatch(key)
+  if m is None:
+    raise ValueError(f"unknown row {key!r}; choose from {list(ALL_ROWS)} or a ladder point "
+                     "like v5p-256/llama-70b/batch=256")
+  from train import slices  # pylint: disable=g-import-not-at-top
+  topology, num_slices, preset, batch = m.group(1), int(m.group(2) or 1), m.group(3), int(m.group(4))
+  per_chip = batch // (slices.parse(topology).num_chips * num_slices)
+  return ladder_row(topology, preset, per_chip, num_slices)
 
 
 def _make_tx(name: str):
@@ -170,8 +224,34 @@ def compile_update(row: Row, optimizer: str) -> dict:
     start = time.perf_counter()
     compiled = lowered.compile()
     seconds = time.perf_counter() - start
+  hlo = compiled.as_text()
   return {"optimizer": optimizer, "compile_s": seconds, "loadavg": list(os.getloadavg()),
-          "hlo_instructions": compiled.as_text().count("\n  ")}
+          "hlo_instructions": hlo.count("\n  "), "dcn_transfers": aot.dcn_transfers(hlo)}
+
+
+def optimizer_dcn(update_report: dict) -> dict:
+  """The cross-slice transfers of the optimizer's update alone (no gradient all-reduce in it):
+  every one is the optimizer's own, e.g. a Newton–Schulz reshard over an axis spanning slices."""
+  transfers = update_report["dcn_transfers"]
+  return {"dcn_update_transfers": transfers,
+          "dcn_ns_collectives": sum(v["count"] for v in transfers.values())}
+
+
+def add_optimizer_dcn(out: str, key: str, optimizers: list[str]) -> None:
+  """`--dcn-update`: `optimizer_dcn` for the compiled rows of `key` that lack it, each update
+  compiled in a fresh process."""
+  for opt in optimizers:
+    if "dcn_ns_collectives" in _load(out)["rows"].get(key, {}).get(opt, {"dcn_ns_collectives": 0}):
+      continue
+    run = subprocess.run([sys.executable, os.path.abspath(__file__), "--update-one", key, opt],
+                         capture_output=True, text=True, cwd=ROOT,
+                         env=dict(os.environ, PYTHONPATH=ROOT), check=True)
+    dcn = optimizer_dcn(json.loads(run.stdout.strip().splitlines()[-1]))
+    print(f"{key} {opt}: {dcn['dcn_ns_collectives']} optimizer transfers over DCN", flush=True)
+    results = _load(out)
+    results["rows"][key][opt].update(dcn)
+    with open(out, "w") as f:
+      json.dump(results, f, indent=1)
 
 
 def compile_one(row: Row, optimizer: str) -> dict:
@@ -183,8 +263,10 @@ def compile_one(row: Row, optimizer: str) -> dict:
     report = aot.compile_report(config, row.topology, row.num_slices, make_tx=_make_tx(optimizer),
                                 hlo_path=hlo_file(row.key, optimizer))
   except aot.DoesNotFit as e:
-    report = {"fits": False, "error": str(e)}
+    report = dict(getattr(e, "report", {}), fits=False, error=str(e))
   report["optimizer"] = optimizer
+  if row.num_slices > 1 and report.get("fits"):
+    report.update(optimizer_dcn(compile_update(row, optimizer)))
   report["commit"] = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT,
                                     capture_output=True, text=True).stdout.strip()
   if "chips" in report:
@@ -247,7 +329,7 @@ def write_markdown(results: dict, path: str) -> None:
            "chips of one slice), arithmetic from the shapes and the library's placement plan "
            "(`NS padded`: the earlier plan, each shape padded to a multiple of the chips; "
            "optax.contrib.muon's NS is placed by GSPMD); `DCN`: bytes per chip sent across "
-           "slices, and how many of those transfers are not the gradient all-reduce; `5d/B` is Essential AI's estimate of Muon's extra flops "
+           "slices, and how many of those transfers are not the gradient all-reduce (in brackets: the transfers of the optimizer's update compiled alone); `5d/B` is Essential AI's estimate of Muon's extra flops "
            "as a fraction of the model's, `NS/model` the same ratio from the shapes. "
            "`coll/AdamW`: collective bytes per chip of the compiled step over AdamW's on the "
            "same row. XLA flops count a scanned layer body once; `model TFLOP` is 6·N·tokens + "
@@ -289,7 +371,9 @@ def write_markdown(results: dict, path: str) -> None:
           + f"{r['collectives']['all-gather']['bytes'] / 2**30:.2f} | "
           f"{r['collectives']['all-reduce']['bytes'] / 2**30:.2f} | "
           + (f"{sum(v['bytes'] for v in r['dcn_transfers'].values()) / 2**30:.3f} | "
-             f"{r['dcn_other_than_all_reduce']} | " if "dcn_transfers" in r else "| | ")
+             f"{r['dcn_other_than_all_reduce']} (optimizer's own: "
+             f"{r.get('dcn_ns_collectives', 'not counted')}) | "
+             if "dcn_transfers" in r else "| | ")
           + f"{r['compile_s']:.0f} | "
           f"{r['loadavg'][0]:.1f} |")
   versions = {(r.get("jax"), r.get("libtpu")) for row in results["rows"].values()
@@ -320,8 +404,116 @@ def write_markdown(results: dict, path: str) -> None:
                    f"{r['total_GiB'] - adamw['total_GiB']:+.3f} | "
                    f"{r['temp_GiB'] - adamw['temp_GiB']:+.3f} | {second} | {dcn} |")
   lines.append("")
+  lines += max_model_markdown(results.get("max_model", []))
   with open(path, "w") as f:
     f.write("\n".join(lines))
+
+
+def _second_moment_GiB(report: dict) -> float:
+  """4 bytes x hidden-matrix params / chips of one slice: the AdamW state Muon does not keep."""
+  hidden = sum(c * math.prod(int(d) for d in shape.split("x"))
+               for shape, c in report.get("ns", {}).get("ns_groups", {}).items())
+  return 4 * hidden / report["chips"] * report.get("num_slices", 1) / 2**30
+
+
+def max_model_rows(results: dict) -> list[dict]:
+  """`--max-model`'s answer from the ladder's compiles: per (slice, slices, optimizer) whose
+  search is finished, the largest fitting point (the next batch and the next preset compiled
+  and not fitting), and its memory against AdamW's at AdamW's largest point on the slice."""
+  points: dict[tuple[str, int, str], list[tuple[int, int, dict]]] = {}
+  for key, by_opt in results.get("ladder", {}).items():
+    m = _SIZED_KEY.fullmatch(key)
+    if m is None:
+      continue
+    topology, num_slices, preset = m.group(1), int(m.group(2) or 1), m.group(3)
+    for opt, r in by_opt.items():
+      if "chips" in r:
+        per_chip = r["batch_size"] // r["chips"]
+        points.setdefault((topology, num_slices, opt), []).append(
+            (LADDER.index(preset), per_chip, r))
+  largest = {k: max((p for p in v if p[2].get("fits")), key=lambda p: p[:2], default=None)
+             for k, v in points.items()}
+  rows = []
+  for (topology, num_slices, opt), best in sorted(largest.items()):
+    if best is None:
+      continue
+    rung, per_chip, r = best
+    tried = {(p[0], p[1]): p[2].get("fits") for p in points[(topology, num_slices, opt)]}
+    ns = r.get("ns", {})
+    row = {"slice": topology, "num_slices": num_slices, "preset": LADDER[rung],
+           "params_B": r["params"] / 1e9, "per_chip_batch": per_chip, "seq": r["seq_len"],
+           "optimizer": opt, "fits": True, "hbm_total_GiB": r["total_GiB"],
+           "hbm_temp_GiB": r["temp_GiB"], "hbm_limit_GiB": r["hbm_limit_GiB"],
+           "next_batch_fits": tried.get((rung, 2 * per_chip)),
+           "next_preset_fits": tried.get((rung + 1, 1)) if rung + 1 < len(LADDER) else None,
+           "ns_flops_ratio": ns.get("ns_ratio_vs_ideal") if opt != "adamw" else None,
+           "dcn_ns_collectives": r.get("dcn_ns_collectives", 0 if num_slices == 1 else None),
+           "jax": r.get("jax"), "libtpu": r.get("libtpu"), "commit": r.get("commit")}
+    if ((row["next_batch_fits"] is None and per_chip < MAX_PER_CHIP)
+        or (rung + 1 < len(LADDER) and row["next_preset_fits"] is None)):
+      continue  # a search not finished: its largest point is not bracketed yet
+    base = largest.get((topology, num_slices, "adamw"))
+    if base is not None and opt != "adamw":
+      same = next((p[2] for p in points[(topology, num_slices, opt)]
+                   if p[:2] == base[:2] and "temp_GiB" in p[2]), None)
+      if same is not None:
+        row["at_adamw_largest"] = {
+            "preset": LADDER[base[0]], "per_chip_batch": base[1],
+            "temp_minus_adamw_GiB": same["temp_GiB"] - base[2]["temp_GiB"],
+            "total_minus_adamw_GiB": same["total_GiB"] - base[2]["total_GiB"],
+            "second_moment_GiB": _second_moment_GiB(same)}
+    rows.append(row)
+  return rows
+
+
+def max_model_markdown(rows: list[dict]) -> list[str]:
+  """The max-size table of `max_model_rows`."""
+  if not rows:
+    return []
+  def yes_no(x):
+    return "" if x is None else ("yes" if x else "no")
+  opts = [o for o in MAX_OPTIMIZERS if any(r["optimizer"] == o for r in rows)]
+  by_slice: dict[str, dict[str, dict]] = {}
+  for r in rows:
+    name = r["slice"] + (f" x{r['num_slices']}" if r["num_slices"] > 1 else "")
+    by_slice.setdefault(name, {})[r["optimizer"]] = r
+  versions = sorted({(r["jax"], r["libtpu"]) for r in rows})
+  summary = ["<!-- max-size table -->",
+             "| slice (HBM/chip) | " + " | ".join(opts) + " |", "|---" * (len(opts) + 1) + "|"]
+  for name, by_opt in by_slice.items():
+    limit = next(iter(by_opt.values()))["hbm_limit_GiB"]
+    summary.append(f"| {name} ({limit:.1f} GiB) | " + " | ".join(
+        f"{by_opt[o]['preset']}, {by_opt[o]['per_chip_batch']} x {by_opt[o]['seq']}"
+        if o in by_opt else "" for o in opts) + " |")
+  summary += ["", "Largest preset, then sequences per chip x seq; FSDP, full remat; "
+              + ", ".join(f"jax {j}, libtpu {t}" for j, t in versions) + ".",
+              "<!-- end max-size table -->"]
+  lines = ["## The largest model each slice trains (`--max-model`)", "", *summary, "",
+           f"Ladder {', '.join(LADDER)} at seq {MAX_SEQ}, FSDP over each slice's chips, full "
+           "remat, chunked attention and logits; per-chip batch a power of two (`2x fits`: the "
+           "next batch, compiled; `next preset`: the next rung at batch 1). `at AdamW's "
+           "largest`: the same optimizer compiled at AdamW's largest point, its temporaries "
+           "and total minus AdamW's, beside the second moment it does not keep.", "",
+           "| slice | optimizer | largest | params B | per chip x seq | total GiB | temp GiB "
+           "| 2x fits | next preset | NS/ideal | DCN NS coll. | at AdamW's largest: temp - AdamW "
+           "| total - AdamW | second moment |", "|" + "---|" * 14]
+  for r in rows:
+    a = r.get("at_adamw_largest", {})
+    slices = f"{r['slice']}" + (f" x{r['num_slices']}" if r["num_slices"] > 1 else "")
+    lines.append(
+        f"| {slices} | {r['optimizer']} | {r['preset']} | {r['params_B']:.1f} | "
+        f"{r['per_chip_batch']} x {r['seq']} | {r['hbm_total_GiB']:.2f} | "
+        f"{r['hbm_temp_GiB']:.2f} | {yes_no(r['next_batch_fits'])} | "
+        f"{yes_no(r['next_preset_fits'])} | "
+        + ("" if r["ns_flops_ratio"] is None else f"{r['ns_flops_ratio']:.2f}")
+        + f" | {'' if r['dcn_ns_collectives'] is None else r['dcn_ns_collectives']} | "
+        + (f"{a['temp_minus_adamw_GiB']:+.3f} | {a['total_minus_adamw_GiB']:+.3f} | "
+           f"{a['second_moment_GiB']:.3f} |" if a else "| | |"))
+  lines += ["", "MaxText's published configs for the same slices (AdamW; "
+            "AI-Hypercomputer/maxtext e591f30, `benchmarks/maxtext_*_model_configs.py`):", "",
+            "| slice | model | per chip x seq | remat | sharding |", "|---|---|---|---|---|"]
+  lines += [f"| {s} | {m} | {b} x {q} | {r} | {sh} |" for s, m, b, q, r, sh in MAXTEXT_PUBLISHED]
+  return lines + [""]
 
 
 def update_compile_times(row: Row, rounds: int) -> None:
@@ -358,7 +550,9 @@ def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--rows", default=",".join(ROWS),
                       help=f"comma-separated of {list(ALL_ROWS)}")
-  parser.add_argument("--optimizers", default=",".join(OPTIMIZERS))
+  parser.add_argument("--optimizers", default=None,
+                      help=f"default {','.join(OPTIMIZERS)} (--max-model: "
+                      f"{','.join(MAX_OPTIMIZERS)})")
   parser.add_argument("--redo", action="store_true", help="compile rows already in the JSON")
   parser.add_argument("--out", default=os.path.join(RESULTS, "pod_scale.json"))
   parser.add_argument("--report-only", action="store_true",
@@ -370,12 +564,23 @@ def main() -> None:
                       "optax.contrib.muon against muon, interleaved in fresh processes "
                       "-> results/pod_scale_update_compile.{json,md}")
   parser.add_argument("--rounds", type=int, default=3, help="rounds of --update-compile")
+  parser.add_argument("--max-model", action="store_true",
+                      help="per slice of --slices and optimizer: the largest preset of the "
+                      "ladder (8B, 34B, 70B) and per-chip batch at seq 4096 that fit")
+  parser.add_argument("--slices", default=",".join(MAX_SLICES), help="slices of --max-model")
+  parser.add_argument("--num-slices", type=int, default=1, help="slices joined over DCN "
+                      "(--max-model)")
+  parser.add_argument("--dcn-update", action="store_true",
+                      help="for the multi-slice rows of --rows already compiled: count the "
+                      "optimizer's own transfers over DCN in its update alone")
   parser.add_argument("--one", nargs=2, metavar=("ROW", "OPTIMIZER"), help=argparse.SUPPRESS)
   parser.add_argument("--update-one", nargs=2, metavar=("ROW", "OPTIMIZER"),
                       help=argparse.SUPPRESS)
   args = parser.parse_args()
+  if args.optimizers is None:
+    args.optimizers = ",".join(MAX_OPTIMIZERS if args.max_model else OPTIMIZERS)
   if args.one:
-    print(json.dumps(compile_one(ALL_ROWS[args.one[0]], args.one[1])))
+    print(json.dumps(compile_one(find_row(args.one[0]), args.one[1])))
     return
   if args.update_one:
     print(json.dumps(compile_update(ALL_ROWS[args.update_one[0]], args.update_one[1])))
@@ -391,6 +596,9 @@ def main() -> None:
       raise ValueError(f"--optimizers: unknown optimizer {name!r}; choose from {OPTIMIZERS}")
   results = _load(args.out)
   if args.report_only:
+    results["max_model"] = max_model_rows(results)
+    with open(args.out, "w") as f:
+      json.dump(results, f, indent=1)
     write_markdown(results, args.out.replace(".json", ".md"))
     return
   if args.reparse:
@@ -399,25 +607,94 @@ def main() -> None:
       json.dump(results, f, indent=1)
     write_markdown(results, args.out.replace(".json", ".md"))
     return
+  if args.dcn_update:
+    for key in args.rows.split(","):
+      if ALL_ROWS[key].num_slices > 1:
+        add_optimizer_dcn(args.out, key, args.optimizers.split(","))
+    write_markdown(_load(args.out), args.out.replace(".json", ".md"))
+    return
+  if args.max_model:
+    for topology in args.slices.split(","):
+      max_model(topology, args.optimizers.split(","), args.num_slices, args.out, args.redo)
+    return
   for key in args.rows.split(","):
     for opt in args.optimizers.split(","):
-      if opt in results["rows"].get(key, {}) and not args.redo:
-        continue
-      start = time.time()
-      out = subprocess.run([sys.executable, os.path.abspath(__file__), "--one", key, opt],
-                           capture_output=True, text=True, cwd=ROOT,
-                           env=dict(os.environ, PYTHONPATH=ROOT))
-      if out.returncode:
-        report = {"fits": False, "error": out.stderr.strip().splitlines()[-1][:400]}
-      else:
-        report = json.loads(out.stdout.strip().splitlines()[-1])
-      print(f"{key} {opt}: {time.time() - start:.0f} s, fits={report.get('fits')}, "
-            f"total={report.get('total_GiB', float('nan')):.2f} GiB", flush=True)
-      results = _load(args.out)  # another run may have added rows meanwhile
-      results["rows"].setdefault(key, {})[opt] = report
-      with open(args.out, "w") as f:
-        json.dump(results, f, indent=1)
-      write_markdown(results, args.out.replace(".json", ".md"))
+      ensure(args.out, "rows", key, opt, args.redo)
+
+
+def ensure(out: str, section: str, key: str, optimizer: str, redo: bool = False) -> dict:
+  """The report of (row `key`, `optimizer`) in `out`'s `section`, compiled in a fresh process
+  first unless it is there already; the JSON and the markdown are rewritten after each."""
+  results = _load(out)
+  if optimizer in results.get(section, {}).get(key, {}) and not redo:
+    return results[section][key][optimizer]
+  start = time.time()
+  run = subprocess.run([sys.executable, os.path.abspath(__file__), "--one", key, optimizer],
+                       capture_output=True, text=True, cwd=ROOT,
+                       env=dict(os.environ, PYTHONPATH=ROOT))
+  if run.returncode:
+    report = {"fits": False, "error": run.stderr.strip().splitlines()[-1][:400]}
+  else:
+    report = json.loads(run.stdout.strip().splitlines()[-1])
+  print(f"{key} {optimizer}: {time.time() - start:.0f} s, fits={report.get('fits')}, "
+        f"total={report.get('total_GiB', float('nan')):.2f} GiB", flush=True)
+  results = _load(out)  # another run may have added rows meanwhile
+  results.setdefault(section, {}).setdefault(key, {})[optimizer] = report
+  results["max_model"] = max_model_rows(results)
+  with open(out, "w") as f:
+    json.dump(results, f, indent=1)
+  write_markdown(results, out.replace(".json", ".md"))
+  return report
+
+
+def _largest_batch(fits: Callable[[str, int], bool], preset: str, start: int) -> int:
+  """The largest power-of-two per-chip batch (<= MAX_PER_CHIP) of `preset` that fits, 0 if
+  none; searched from `start` up (doubling) or down (halving), so that it is bracketed."""
+  batch = start
+  if fits(preset, batch):
+    while 2 * batch <= MAX_PER_CHIP and fits(preset, 2 * batch):
+      batch *= 2
+    return batch
+  while batch > 1:
+    batch //= 2
+    if fits(preset, batch):
+      return batch
+  return 0
+
+
+def largest_model(fits: Callable[[str, int], bool],
+                  start: tuple[str, int] | None = None) -> tuple[str, int] | None:
+  """`(preset, per-chip batch)`: the largest preset of LADDER that fits, at its largest batch.
+
+  `start` (another optimizer's answer on the same slice) is where the search begins: larger
+  presets are tried at batch 1, `start`'s preset from its batch.
+
+  Example (a fake `fits`: a model fits while its size times the batch stays within 8):
+    >>> size = {"llama-8b": 1, "llama-34b": 4, "llama-70b": 9}
+    >>> largest_model(lambda preset, batch: size[preset] * batch <= 8)
+    ('llama-34b', 2)
+  """
+  start_preset, start_batch = start or (LADDER[-1], 1)
+  for preset in reversed(LADDER):
+    batch = _largest_batch(fits, preset, start_batch if preset == start_preset else 1)
+    if batch:
+      return preset, batch
+  return None
+
+
+def max_model(topology: str, optimizers: list[str], num_slices: int, out: str,
+              redo: bool = False) -> None:
+  """`--max-model` on one slice: each optimizer's largest model and batch (AdamW's first, always:
+  the others start from it, so every optimizer is also compiled at AdamW's largest point)."""
+  start = None
+  for opt in ["adamw"] + [o for o in optimizers if o != "adamw"]:
+    def fits(preset: str, per_chip: int, opt: str = opt) -> bool:
+      key = ladder_row(topology, preset, per_chip, num_slices).sized_key
+      return bool(ensure(out, "ladder", key, opt, redo).get("fits"))
+    found = largest_model(fits, start)
+    if opt == "adamw":
+      start = found
+    print(f"{topology} x{num_slices} {opt}: largest {found}", flush=True)
 
 
 if __name__ == "__main__":
