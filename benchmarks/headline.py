@@ -78,16 +78,16 @@ DEFAULT_PRESET = "cpu192"
 FAMILY = {"muon": (6e-3, 1.2e-2),
           "muown": (6e-3, 1.2e-2),
           "muon_plus_plus": (1e-2, 2e-2, 4e-2)}
-# The optimizers compared per preset (Muown: not yet run at equal leaves, see issue 32).
-FAMILY_BY_PRESET = {"cpu192": ("muon", "muon_plus_plus"),
-                    "cpu192_fused": ("muon", "muon_plus_plus")}
+# The optimizers compared per preset, at equal AdamW leaves.
+FAMILY_BY_PRESET = {"cpu192": ("muon", "muon_plus_plus", "muown"),
+                    "cpu192_fused": ("muon", "muon_plus_plus", "muown")}
 FUSED_PRESET = "cpu192_fused"
 FAMILY_ADAMW_LRS = (1e-3, 3e-3, 1e-2)  # AdamW's first grid on a model other than --preset
 # The model fields each optimizer's runs set, per preset: the init. The default model gives
 # Muon++ the μP init it calls for; the fused model keeps its own init for every optimizer.
 MODEL_FIELDS = {"cpu192": {"muon_plus_plus": {"model.mup_init": True}},
                 "cpu192_fused": {"muon_plus_plus": {"model.mup_init": False}}}
-MAX_EXTEND = 3
+MAX_EXTEND = 4
 WD_GRID = (0.0, 0.05, 0.1, 0.2, 0.4)
 WD_DEFAULT = {"muon": 0.1, "muown": 0.0}  # the alias default, whose run the sweep already has
 WD_AT = 0.012  # --wd: lr and AdamW leaves' lr of Muon and Muown (their best, leaves at the lr)
