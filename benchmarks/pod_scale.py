@@ -393,9 +393,7 @@ def write_markdown(results: dict, path: str) -> None:
       r = row.get(opt, {})
       if "total_GiB" not in r or r.get("commit") != adamw.get("commit"):
         continue
-      hidden = sum(c * math.prod(int(d) for d in shape.split("x"))
-                   for shape, c in r.get("ns", {}).get("ns_groups", {}).items())
-      second = f"{4 * hidden / r['chips'] * r.get('num_slices', 1) / 2**30:.3f}" if hidden else ""
+      second = f"{_second_moment_GiB(r):.3f}" if r.get("ns", {}).get("ns_groups") else ""
       dcn = ""
       if "dcn_transfers" in r and "dcn_transfers" in adamw:
         ours, base = (sum(v["bytes"] for v in x["dcn_transfers"].values()) for x in (r, adamw))
