@@ -148,12 +148,17 @@ def test_mesh_argument_without_context_mesh():
   assert_trees_close(got, reference("muon", True))
 
 
+@pytest.mark.parametrize("axes", [(("fsdp", 4), ("tensor", 2)), (("fsdp", 4),)],
+                         ids=["fsdp_tensor", "fsdp_only"])
 @pytest.mark.parametrize("name", list(OPTIMIZERS))
-def test_state_keeps_param_sharding_and_dtype(name):
+def test_state_keeps_param_sharding_and_dtype(name, axes):
   """ZeRO/FSDP memory: per-parameter buffers live with their parameter, and a
-  jitted update with the state's shardings pinned hands them back unchanged."""
+  jitted update with the state's shardings pinned hands them back unchanged.
+  With FSDP alone (fan-out unsharded) per-neuron vectors are split too, not
+  replicated on every device."""
   params = make_params(True)
-  mesh = jax.make_mesh((4, 2), ("fsdp", "tensor"), axis_types=(AxisType.Auto,) * 2)
+  mesh = jax.make_mesh(tuple(n for _, n in axes), tuple(a for a, _ in axes),
+                       axis_types=(AxisType.Auto,) * len(axes))
   shardings = shardings_for(params, mesh)
   params = jax.device_put(params, shardings)
   tx = OPTIMIZERS[name]()

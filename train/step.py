@@ -85,7 +85,10 @@ def train_step(state: TrainState, batch: Batch, *, graphdef: nnx.GraphDef,
     updates, opt_state = tx.update(grads, state.opt_state, state.params, max_logits=max_logits)
   else:
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  params = optax.apply_updates(state.params, updates)
+  # The weights read by the update wait for it: otherwise XLA may keep the copy of a weight it
+  # made for the forward pass (another layout) alive through the whole step to reuse here.
+  updates, params = jax.lax.optimization_barrier((updates, state.params))
+  params = optax.apply_updates(params, updates)
   skipped_steps = opt_state.skipped_steps  # `make_optimizer` wraps the chain in skip_nonfinite.
   metrics = {
       "loss": loss,

@@ -11,7 +11,8 @@ a sharding derived from the parameter it belongs to (found by path suffix):
   state): ``[rows, fan_in, fan_out]`` stacks (momenta) take the member
   parameter's ``fan_in`` and ``fan_out`` shardings, ``[rows, fan_out]``
   per-neuron vectors (Muown magnitudes, power-iteration vectors) its
-  ``fan_out`` sharding, ``[rows]`` vectors are replicated;
+  ``fan_out`` sharding, or, where ``fan_out`` is not sharded, the parameter's
+  mesh axes on ``fan_out`` (when they divide it); ``[rows]`` vectors are replicated;
 * a group of stacked non-matrix leaves ``[rows, *shape]`` (AdamW's moments):
   the member parameter's sharding behind an unsharded stack axis;
 * anything else (counters, scalars): replicated.
@@ -46,6 +47,21 @@ def _group_specs(group: matrices.Group, param_sharding: NamedSharding, ndim: int
   entries = _spec_entries(param_sharding, ndim)
   rows = _axis_spec(entries, lay.batch_axes) if len(group.members) == 1 and lay.batch_axes else None
   return rows, _axis_spec(entries, lay.reduction_axes), _axis_spec(entries, lay.output_axes)
+
+
+def _spread(param_sharding: NamedSharding, size: int, exclude: Any) -> Any:
+  """The mesh axes sharding the parameter, as one spec entry for a dimension of ``size``
+  (``None`` when they do not divide it): per-neuron state of a matrix sharded on its fan-in
+  is then not replicated on every device."""
+  excluded = set(exclude if isinstance(exclude, tuple) else (exclude,))
+  axes = tuple(a for entry in param_sharding.spec if entry is not None
+               for a in (entry if isinstance(entry, tuple) else (entry,)) if a not in excluded)
+  devices = 1
+  for a in axes:
+    devices *= param_sharding.mesh.shape[a]
+  if not axes or devices == 1 or size % devices:
+    return None
+  return axes[0] if len(axes) == 1 else axes
 
 
 def state_shardings(abstract_state: Any, params: Any, param_shardings: Any) -> Any:
@@ -91,11 +107,14 @@ def state_shardings(abstract_state: Any, params: Any, param_shardings: Any) -> A
       else:
         rows, fan_in, fan_out = _group_specs(group, sharding_leaves[first], len(shape))
 
+        neurons = fan_out if fan_out is not None else _spread(
+            sharding_leaves[first], group.fan_out, exclude=rows)
+
         def spec(s):  # the matrices, or per-neuron state [rows, fan_out, *k] (vectors, blocks)
           if s == (group.rows, group.fan_in, group.fan_out):
             return P(rows, fan_in, fan_out)
           if s[:2] == (group.rows, group.fan_out):
-            return P(rows, fan_out, *([None] * (len(s) - 2)))
+            return P(rows, neurons, *([None] * (len(s) - 2)))
           return P()
       return jax.tree.map(lambda x: NamedSharding(mesh, spec(tuple(x.shape))), value)
     return stacks.map(one)
