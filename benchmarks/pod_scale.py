@@ -112,15 +112,25 @@ MAXTEXT_PUBLISHED = (
     ("v6e-256", "llama2-70b", 4, 4096, "full", "fsdp_transpose"),
     ("v6e-256", "llama2-7b", 12, 4096, "full", "fsdp"),
 )
-_SIZED_KEY = re.compile(r"(v\w+-\d+)(?:x(\d+))?/([\w.-]+)/batch=(\d+)")
+_SIZED_KEY = re.compile(r"(v\w+-\d+)(?:x(\d+))?/([\w.-]+)((?:/[\w.]+=\w+)*)/batch=(\d+)")
+# Newton–Schulz iterations of each optimizer's default schedule (Muon++: Polar Express x 6).
+NS_STEPS_OF = {"muon": 5, "muon_plus_plus": 6, "muown": 5, "normuon": 5, "optax.contrib.muon": 5}
 
 
-def ladder_row(topology: str, preset: str, per_chip: int, num_slices: int = 1) -> Row:
+def layer_rows(point: "Row") -> tuple["Row", "Row"]:
+  """`point` with its layers unscanned, 1 and 2 of them: the compiled flops of one layer
+  (forward, remat and backward) are their difference (`--layer-flops`)."""
+  return tuple(dataclasses.replace(point, overrides=point.overrides + (
+      ("model.scan_layers", "False"), ("model.n_layers", str(n)))) for n in (1, 2))
+
+
+def ladder_row(topology: str, preset: str, per_chip: int, num_slices: int = 1,
+               overrides: tuple[tuple[str, str], ...] = ()) -> Row:
   """A point of the ladder: `per_chip` sequences of MAX_SEQ per chip, FSDP inside each slice
   ("data" = the slices)."""
   from train import slices  # pylint: disable=g-import-not-at-top
   chips = slices.parse(topology).num_chips * num_slices
-  return Row(topology, preset, per_chip * chips, MAX_SEQ, (num_slices, -1, 1),
+  return Row(topology, preset, per_chip * chips, MAX_SEQ, (num_slices, -1, 1), overrides,
              num_slices=num_slices)
 
 
@@ -133,9 +143,10 @@ def find_row(key: str) -> Row:
     raise ValueError(f"unknown row {key!r}; choose from {list(ALL_ROWS)} or a ladder point "
                      "like v5p-256/llama-70b/batch=256")
   from train import slices  # pylint: disable=g-import-not-at-top
-  topology, num_slices, preset, batch = m.group(1), int(m.group(2) or 1), m.group(3), int(m.group(4))
+  topology, num_slices, preset, batch = m.group(1), int(m.group(2) or 1), m.group(3), int(m.group(5))
+  overrides = tuple(tuple(kv.split("=", 1)) for kv in m.group(4).split("/")[1:])
   per_chip = batch // (slices.parse(topology).num_chips * num_slices)
-  return ladder_row(topology, preset, per_chip, num_slices)
+  return ladder_row(topology, preset, per_chip, num_slices, overrides)  # type: ignore[arg-type]
 
 
 def _make_tx(name: str):
@@ -424,6 +435,8 @@ def max_model_rows(results: dict) -> list[dict]:
     if m is None:
       continue
     topology, num_slices, preset = m.group(1), int(m.group(2) or 1), m.group(3)
+    if m.group(4):
+      continue  # not a point of the ladder itself
     for opt, r in by_opt.items():
       if "chips" in r:
         per_chip = r["batch_size"] // r["chips"]
@@ -459,9 +472,47 @@ def max_model_rows(results: dict) -> list[dict]:
             "preset": LADDER[base[0]], "per_chip_batch": base[1],
             "temp_minus_adamw_GiB": same["temp_GiB"] - base[2]["temp_GiB"],
             "total_minus_adamw_GiB": same["total_GiB"] - base[2]["total_GiB"],
-            "second_moment_GiB": _second_moment_GiB(same)}
+            "second_moment_GiB": _second_moment_GiB(same),
+            **_flops_against_adamw(same, base[2], results)}
     rows.append(row)
   return rows
+
+
+def step_flops(report: dict, results: dict) -> float | None:
+  """The compiled step's flops per chip with the scanned layer counted `n_layers` times:
+  `cost_analysis()` counts a loop body once, so one layer's flops (two unscanned compiles,
+  `layer_rows`) are added `n_layers - 1` more times. None until `--layer-flops` ran."""
+  point = ladder_row(report["topology"], report["preset"], report["batch_size"] // report["chips"],
+                     report.get("num_slices", 1))
+  one, two = (results.get("layer_flops", {}).get(r.sized_key, {}).get("adamw", {})
+              for r in layer_rows(point))
+  if "flops" not in one or "flops" not in two:
+    return None
+  return report["flops"] + (report["n_layers"] - 1) * (two["flops"] - one["flops"])
+
+
+def _flops_against_adamw(report: dict, adamw: dict, results: dict) -> dict:
+  """The optimizer's extra flops per chip at the same point as AdamW's, against Essential AI's
+  estimate of Muon's overhead (NS_STEPS·d/B of the model's flops) and the library's own plan
+  (the busiest chip's Newton–Schulz flops at the optimizer's steps).
+
+  The layer scan is the same program in both steps and counts once in each, so the difference
+  of their `cost_analysis()` flops is the optimizer's update (which runs outside the scan)."""
+  opt, ns = report["optimizer"], report.get("ns", {})
+  if opt not in NS_STEPS_OF or "flops" not in report or "flops" not in adamw:
+    return {}
+  chips = report["chips"]
+  extra = report["flops"] - adamw["flops"]
+  model = model_flops(report) / chips
+  estimate = NS_STEPS * report["d_model"] / (report["batch_size"] * report["seq_len"])
+  plan = (None if ns.get("ns_ratio_vs_ideal") is None  # optax.contrib.muon: placed by GSPMD
+          else ns["ns_flops_per_chip"] * NS_STEPS_OF[opt] / NS_STEPS)
+  step = step_flops(adamw, results)
+  return {"extra_flops_per_chip": extra, "model_flops_per_chip": model,
+          "extra_over_model": extra / model, "estimate_5d_over_B": estimate,
+          "extra_over_estimate": extra / model / estimate, "ns_steps": NS_STEPS_OF[opt],
+          "plan_ns_flops_per_chip": plan, "extra_over_plan": None if plan is None else extra / plan,
+          "adamw_step_flops_per_chip": step, "share_of_step": None if step is None else extra / step}
 
 
 def max_model_markdown(rows: list[dict]) -> list[str]:
@@ -507,11 +558,44 @@ def max_model_markdown(rows: list[dict]) -> list[str]:
         + f" | {'' if r['dcn_ns_collectives'] is None else r['dcn_ns_collectives']} | "
         + (f"{a['temp_minus_adamw_GiB']:+.3f} | {a['total_minus_adamw_GiB']:+.3f} | "
            f"{a['second_moment_GiB']:.3f} |" if a else "| | |"))
+  lines += _share_of_step_markdown(rows)
   lines += ["", "MaxText's published configs for the same slices (AdamW; "
             "AI-Hypercomputer/maxtext e591f30, `benchmarks/maxtext_*_model_configs.py`):", "",
             "| slice | model | per chip x seq | remat | sharding |", "|---|---|---|---|---|"]
   lines += [f"| {s} | {m} | {b} x {q} | {r} | {sh} |" for s, m, b, q, r, sh in MAXTEXT_PUBLISHED]
   return lines + [""]
+
+
+def _share_of_step_markdown(rows: list[dict]) -> list[str]:
+  """The optimizer's extra flops per chip at AdamW's largest point (`_flops_against_adamw`)."""
+  flops = [r for r in rows if "extra_flops_per_chip" in r.get("at_adamw_largest", {})]
+  if not flops:
+    return []
+  def f(x, spec):
+    return "" if x is None else format(x, spec)
+  lines = ["", "### The optimizer's share of a step", "",
+           "At AdamW's largest point on each slice: the optimizer's extra flops per chip (its "
+           "step's XLA flops minus AdamW's; the layer scan is the same in both and cancels), "
+           "over the model's flops (6·N·tokens + attention, per chip), against Essential AI's "
+           f"estimate {NS_STEPS}·d/B. `plan`: the busiest chip's Newton–Schulz flops from the "
+           "library's placement at the optimizer's steps (Muon++: Polar Express x 6), so "
+           "`extra / plan` is what the compiled update spends beyond Newton–Schulz. `share`: "
+           "extra over AdamW's whole step, its scanned layer counted n_layers times (two "
+           "unscanned compiles, `--layer-flops`).", "",
+           "| slice | optimizer | point | NS steps | NS/ideal | extra TFLOP | extra / model "
+           "| 5d/B | extra / estimate | extra / plan | AdamW step TFLOP | share |",
+           "|" + "---|" * 12]
+  for r in flops:
+    a = r["at_adamw_largest"]
+    step = a["adamw_step_flops_per_chip"]
+    lines.append(
+        f"| {r['slice']}{' x' + str(r['num_slices']) if r['num_slices'] > 1 else ''} | "
+        f"{r['optimizer']} | {a['preset']}, {a['per_chip_batch']} x {r['seq']} | {a['ns_steps']} | "
+        f"{f(r['ns_flops_ratio'], '.2f')} | {a['extra_flops_per_chip'] / 1e12:.1f} | "
+        f"{a['extra_over_model']:.4f} | {a['estimate_5d_over_B']:.4f} | "
+        f"{a['extra_over_estimate']:.2f} | {f(a['extra_over_plan'], '.2f')} | "
+        f"{'' if step is None else format(step / 1e12, '.0f')} | {f(a['share_of_step'], '.3f')} |")
+  return lines
 
 
 def update_compile_times(row: Row, rounds: int) -> None:
@@ -568,6 +652,9 @@ def main() -> None:
   parser.add_argument("--slices", default=",".join(MAX_SLICES), help="slices of --max-model")
   parser.add_argument("--num-slices", type=int, default=1, help="slices joined over DCN "
                       "(--max-model)")
+  parser.add_argument("--layer-flops", action="store_true",
+                      help="for each slice of --slices: one layer's compiled flops at AdamW's "
+                      "largest point (two unscanned compiles), to count the scanned step whole")
   parser.add_argument("--dcn-update", action="store_true",
                       help="for the multi-slice rows of --rows already compiled: count the "
                       "optimizer's own transfers over DCN in its update alone")
@@ -610,6 +697,13 @@ def main() -> None:
       if ALL_ROWS[key].num_slices > 1:
         add_optimizer_dcn(args.out, key, args.optimizers.split(","))
     write_markdown(_load(args.out), args.out.replace(".json", ".md"))
+    return
+  if args.layer_flops:
+    for r in max_model_rows(results):
+      if r["optimizer"] == "adamw" and r["slice"] in args.slices.split(","):
+        point = ladder_row(r["slice"], r["preset"], r["per_chip_batch"], r["num_slices"])
+        for layer_row in layer_rows(point):
+          ensure(args.out, "layer_flops", layer_row.sized_key, "adamw", args.redo)
     return
   if args.max_model:
     for topology in args.slices.split(","):
