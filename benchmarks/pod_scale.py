@@ -113,8 +113,11 @@ MAXTEXT_PUBLISHED = (
     ("v6e-256", "llama2-7b", 12, 4096, "full", "fsdp"),
 )
 _SIZED_KEY = re.compile(r"(v\w+-\d+)(?:x(\d+))?/([\w.-]+)((?:/[\w.]+=\w+)*)/batch=(\d+)")
-# Newton–Schulz iterations of each optimizer's default schedule (Muon++: Polar Express x 6).
-NS_STEPS_OF = {"muon": 5, "muon_plus_plus": 6, "muown": 5, "normuon": 5, "optax.contrib.muon": 5}
+# Each optimizer's default Newton–Schulz: (schedule, steps, method). Muon++ runs Polar Express
+# x 6; "auto" takes the Gram form where it saves flops; optax.contrib.muon has no Gram form.
+NS_OF = {"muon": ("jordan", 5, "auto"), "muon_plus_plus": ("polar_express", 6, "auto"),
+         "muown": ("jordan", 5, "auto"), "normuon": ("jordan", 5, "auto"),
+         "optax.contrib.muon": ("jordan", 5, "standard")}
 
 
 def layer_rows(point: "Row") -> tuple["Row", "Row"]:
@@ -281,24 +284,36 @@ def compile_one(row: Row, optimizer: str) -> dict:
   report["commit"] = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT,
                                     capture_output=True, text=True).stdout.strip()
   if "chips" in report:
-    report["ns"] = ns_arithmetic(row.preset, report["chips"] // report.get("num_slices", 1))
-    if optimizer == "optax.contrib.muon":  # GSPMD places its Newton–Schulz, not our plan
-      report["ns"]["ns_ratio_vs_ideal"] = None
+    report["ns"] = ns_arithmetic(row.preset, report["chips"] // report.get("num_slices", 1),
+                                 optimizer)
   return report
 
 
-def ns_arithmetic(preset: str, chips: int) -> dict:
-  """Newton–Schulz balance and the 5·d/B estimate, from the preset's shapes (arithmetic).
+def refresh_ns(results: dict) -> None:
+  """`ns_arithmetic` again for every stored report (the arithmetic only; nothing compiles)."""
+  for section in ("rows", "ladder", "layer_flops"):
+    for key, by_opt in results.get(section, {}).items():
+      for opt, r in by_opt.items():
+        if "chips" in r and "preset" in r:
+          r["ns"] = ns_arithmetic(r["preset"], r["chips"] // r.get("num_slices", 1), opt)
+
+
+def ns_arithmetic(preset: str, chips: int, optimizer: str = "muon") -> dict:
+  """Newton–Schulz balance and flops per chip, from the preset's shapes (arithmetic).
 
   Hidden matrices are bucketed by shape, a matrix and its transpose together (`[d, d_ff]` and
   `[d_ff, d]`: an 8B model's 224 matrices in 3 buckets), and placed by the library's own plan
-  (`optax_muon.matrices.balance`, what `newton_schulz` runs on a mesh). `chips`: those one
-  slice holds (Newton–Schulz stays inside a slice). `ns_ratio_vs_ideal` is the busiest chip's
-  flops over the ideal (total / chips); `ns_ratio_padded`, the same for the earlier plan that
-  padded each bucket to a multiple of the chips.
+  (`optax_muon.matrices.balance` over `matrix_cost`, what `newton_schulz` runs on a mesh).
+  `chips`: those one slice holds (Newton–Schulz stays inside a slice). Each matrix then costs
+  the flops of the optimizer's Newton–Schulz (`NS_OF`: its steps, and the Gram form where
+  "auto" takes it). `ns_ratio_vs_ideal` is the busiest chip's flops over the ideal
+  (total / chips); `ns_ratio_if_balanced_by_flops`, the same for a plan that balanced those
+  flops; `ns_ratio_padded`, for the earlier plan that padded each bucket to a multiple of the
+  chips. optax.contrib.muon's is None: GSPMD places its Newton–Schulz.
   """
   import models  # pylint: disable=g-import-not-at-top
   from optax_muon import matrices  # pylint: disable=g-import-not-at-top
+  from optax_muon._src import gram_newton_schulz  # pylint: disable=g-import-not-at-top
   cfg = models.get_config(preset)
   d, h, g, k, f = cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.d_ff
   shapes: dict[tuple[int, int], int] = {}
@@ -307,16 +322,26 @@ def ns_arithmetic(preset: str, chips: int) -> dict:
     shape = tuple(sorted(shape))
     shapes[shape] = shapes.get(shape, 0) + count
   sizes = list(shapes.values())
-  costs = [matrices.matrix_cost(*s) for s in shapes]
-  plan = matrices.balance(sizes, costs, chips)
-  total = sum(n * c for n, c in zip(sizes, costs))
-  padded = sum(math.ceil(n / chips) * c for n, c in zip(sizes, costs))
-  ns_flops = NS_STEPS * 2 * total  # matrix_cost is half the flops of one iteration
+  plan = matrices.balance(sizes, [matrices.matrix_cost(*s) for s in shapes], chips)
+  schedule, steps, method = NS_OF.get(optimizer, NS_OF["muon"])
+  flops = [gram_newton_schulz.flops(*s, steps, method, schedule=schedule) for s in shapes]
+  busiest = max(sum(c[d] * w for c, w in zip(plan.counts, flops)) for d in range(chips))
+  # What XLA's static count of one chip's program holds: per bucket, the slots every chip fills
+  # (one batched kernel) and one trip of the tail a chip may skip (a loop of conditionals,
+  # counted once with its branch taken), whatever the chip runs.
+  counted = sum((min(c) + (max(c) > min(c))) * w for c, w in zip(plan.counts, flops))
+  total = sum(n * w for n, w in zip(sizes, flops))
+  padded = sum(math.ceil(n / chips) * w for n, w in zip(sizes, flops))
+  by_flops = matrices.balance(sizes, [round(w) for w in flops], chips).imbalance
+  placed = optimizer != "optax.contrib.muon"
   return {"ns_groups": {f"{m}x{n}": c for (m, n), c in shapes.items()},
-          "ns_matrices": sum(sizes), "ns_ratio_vs_ideal": plan.imbalance,
+          "ns_matrices": sum(sizes), "ns_schedule": schedule, "ns_steps": steps,
+          "ns_method": method, "ns_ratio_vs_ideal": busiest / (total / chips) if placed else None,
+          "ns_ratio_if_balanced_by_flops": by_flops if placed else None,
           "ns_ratio_padded": padded / (total / chips),
-          "ns_flops_total": ns_flops, "ns_flops_per_chip_ideal": ns_flops / chips,
-          "ns_flops_per_chip": ns_flops / chips * plan.imbalance}
+          "ns_flops_total": total, "ns_flops_per_chip_ideal": total / chips,
+          "ns_flops_per_chip": busiest if placed else None,
+          "ns_flops_counted_by_xla": counted if placed else None}
 
 
 def model_flops(report: dict) -> float:
@@ -447,6 +472,17 @@ def max_model_rows(results: dict) -> list[dict]:
   rows = []
   for (topology, num_slices, opt), best in sorted(largest.items()):
     if best is None:
+      smallest = next((p[2] for p in points[(topology, num_slices, opt)] if p[:2] == (0, 1)), None)
+      if smallest is not None:  # not even the smallest rung at batch 1 fits
+        rows.append({"slice": topology, "num_slices": num_slices, "preset": None,
+                     "params_B": None, "per_chip_batch": 0, "seq": MAX_SEQ, "optimizer": opt,
+                     "fits": False, "smallest_tried": LADDER[0],
+                     "smallest_error": smallest.get("error"),
+                     "hbm_limit_GiB": smallest.get("hbm_limit_GiB"), "hbm_total_GiB": None,
+                     "hbm_temp_GiB": None, "next_batch_fits": None, "next_preset_fits": False,
+                     "ns_flops_ratio": None, "dcn_ns_collectives": None,
+                     "jax": smallest.get("jax"), "libtpu": smallest.get("libtpu"),
+                     "commit": smallest.get("commit")})
       continue
     rung, per_chip, r = best
     tried = {(p[0], p[1]): p[2].get("fits") for p in points[(topology, num_slices, opt)]}
@@ -473,6 +509,9 @@ def max_model_rows(results: dict) -> list[dict]:
             "temp_minus_adamw_GiB": same["temp_GiB"] - base[2]["temp_GiB"],
             "total_minus_adamw_GiB": same["total_GiB"] - base[2]["total_GiB"],
             "second_moment_GiB": _second_moment_GiB(same),
+            "state_minus_adamw_GiB": same["opt_state_GiB"] - base[2]["opt_state_GiB"],
+            "code_minus_adamw_GiB": same["code_GiB"] - base[2]["code_GiB"],
+            "commit": same.get("commit"), "adamw_commit": base[2].get("commit"),
             **_flops_against_adamw(same, base[2], results)}
     rows.append(row)
   return rows
@@ -499,19 +538,24 @@ def _flops_against_adamw(report: dict, adamw: dict, results: dict) -> dict:
   The layer scan is the same program in both steps and counts once in each, so the difference
   of their `cost_analysis()` flops is the optimizer's update (which runs outside the scan)."""
   opt, ns = report["optimizer"], report.get("ns", {})
-  if opt not in NS_STEPS_OF or "flops" not in report or "flops" not in adamw:
+  if (opt not in NS_OF or "flops" not in report or "flops" not in adamw
+      or "ns_flops_counted_by_xla" not in report.get("ns", {})):
     return {}
   chips = report["chips"]
   extra = report["flops"] - adamw["flops"]
   model = model_flops(report) / chips
   estimate = NS_STEPS * report["d_model"] / (report["batch_size"] * report["seq_len"])
-  plan = (None if ns.get("ns_ratio_vs_ideal") is None  # optax.contrib.muon: placed by GSPMD
-          else ns["ns_flops_per_chip"] * NS_STEPS_OF[opt] / NS_STEPS)
+  plan = ns.get("ns_flops_per_chip")  # None for optax.contrib.muon: placed by GSPMD
+  # XLA's static count holds `ns_flops_counted_by_xla`; the busiest chip runs `plan`.
+  busiest = None if plan is None else extra * plan / ns["ns_flops_counted_by_xla"]
   step = step_flops(adamw, results)
   return {"extra_flops_per_chip": extra, "model_flops_per_chip": model,
           "extra_over_model": extra / model, "estimate_5d_over_B": estimate,
-          "extra_over_estimate": extra / model / estimate, "ns_steps": NS_STEPS_OF[opt],
-          "plan_ns_flops_per_chip": plan, "extra_over_plan": None if plan is None else extra / plan,
+          "extra_over_estimate": extra / model / estimate, "ns_steps": ns.get("ns_steps"),
+          "plan_ns_flops_per_chip": plan,
+          "extra_over_counted": None if plan is None else extra / ns["ns_flops_counted_by_xla"],
+          "busiest_extra_flops_per_chip": busiest,
+          "busiest_over_estimate": None if busiest is None else busiest / model / estimate,
           "adamw_step_flops_per_chip": step, "share_of_step": None if step is None else extra / step}
 
 
@@ -532,8 +576,10 @@ def max_model_markdown(rows: list[dict]) -> list[str]:
   for name, by_opt in by_slice.items():
     limit = next(iter(by_opt.values()))["hbm_limit_GiB"]
     summary.append(f"| {name} ({limit:.1f} GiB) | " + " | ".join(
+        "" if o not in by_opt else f"none ({LADDER[0]} at 1 x {MAX_SEQ} does not fit)"
+        if not by_opt[o]["fits"] else
         f"{by_opt[o]['preset']}, {by_opt[o]['per_chip_batch']} x {by_opt[o]['seq']}"
-        if o in by_opt else "" for o in opts) + " |")
+        for o in opts) + " |")
   summary += ["", "Largest preset, then sequences per chip x seq; FSDP, full remat; "
               + ", ".join(f"jax {j}, libtpu {t}" for j, t in versions) + ".",
               "<!-- end max-size table -->"]
@@ -549,6 +595,10 @@ def max_model_markdown(rows: list[dict]) -> list[str]:
   for r in rows:
     a = r.get("at_adamw_largest", {})
     slices = f"{r['slice']}" + (f" x{r['num_slices']}" if r["num_slices"] > 1 else "")
+    if not r["fits"]:
+      lines.append(f"| {slices} | {r['optimizer']} | none: {r['smallest_error']} |"
+                   + " |" * 11)
+      continue
     lines.append(
         f"| {slices} | {r['optimizer']} | {r['preset']} | {r['params_B']:.1f} | "
         f"{r['per_chip_batch']} x {r['seq']} | {r['hbm_total_GiB']:.2f} | "
@@ -577,14 +627,17 @@ def _share_of_step_markdown(rows: list[dict]) -> list[str]:
            "At AdamW's largest point on each slice: the optimizer's extra flops per chip (its "
            "step's XLA flops minus AdamW's; the layer scan is the same in both and cancels), "
            "over the model's flops (6·N·tokens + attention, per chip), against Essential AI's "
-           f"estimate {NS_STEPS}·d/B. `plan`: the busiest chip's Newton–Schulz flops from the "
-           "library's placement at the optimizer's steps (Muon++: Polar Express x 6), so "
-           "`extra / plan` is what the compiled update spends beyond Newton–Schulz. `share`: "
-           "extra over AdamW's whole step, its scanned layer counted n_layers times (two "
-           "unscanned compiles, `--layer-flops`).", "",
+           f"estimate {NS_STEPS}·d/B. XLA counts a chip's program statically: per Newton–Schulz "
+           "bucket, the slots every chip fills and one trip of the tail a chip may skip (its "
+           "branch taken), whatever the chip runs. `NS counted` is that count from the shapes "
+           "(at the optimizer's steps, with the Gram form where the library takes it), so "
+           "`extra / NS counted` near 1 says the update spends little beyond Newton–Schulz; "
+           "`busiest` scales the extra flops to the busiest chip of the library's placement "
+           "(`NS/ideal`). `share`: extra over AdamW's whole step, its "
+           "scanned layer counted n_layers times (two unscanned compiles, `--layer-flops`).", "",
            "| slice | optimizer | point | NS steps | NS/ideal | extra TFLOP | extra / model "
-           "| 5d/B | extra / estimate | extra / plan | AdamW step TFLOP | share |",
-           "|" + "---|" * 12]
+           "| 5d/B | extra / estimate | extra / NS counted | busiest / estimate "
+           "| AdamW step TFLOP | share |", "|" + "---|" * 13]
   for r in flops:
     a = r["at_adamw_largest"]
     step = a["adamw_step_flops_per_chip"]
@@ -593,7 +646,8 @@ def _share_of_step_markdown(rows: list[dict]) -> list[str]:
         f"{r['optimizer']} | {a['preset']}, {a['per_chip_batch']} x {r['seq']} | {a['ns_steps']} | "
         f"{f(r['ns_flops_ratio'], '.2f')} | {a['extra_flops_per_chip'] / 1e12:.1f} | "
         f"{a['extra_over_model']:.4f} | {a['estimate_5d_over_B']:.4f} | "
-        f"{a['extra_over_estimate']:.2f} | {f(a['extra_over_plan'], '.2f')} | "
+        f"{a['extra_over_estimate']:.2f} | {f(a['extra_over_counted'], '.2f')} | "
+        f"{f(a['busiest_over_estimate'], '.2f')} | "
         f"{'' if step is None else format(step / 1e12, '.0f')} | {f(a['share_of_step'], '.3f')} |")
   return lines
 
@@ -681,6 +735,7 @@ def main() -> None:
       raise ValueError(f"--optimizers: unknown optimizer {name!r}; choose from {OPTIMIZERS}")
   results = _load(args.out)
   if args.report_only:
+    refresh_ns(results)
     results["max_model"] = max_model_rows(results)
     with open(args.out, "w") as f:
       json.dump(results, f, indent=1)
@@ -732,6 +787,7 @@ def ensure(out: str, section: str, key: str, optimizer: str, redo: bool = False)
         f"total={report.get('total_GiB', float('nan')):.2f} GiB", flush=True)
   results = _load(out)  # another run may have added rows meanwhile
   results.setdefault(section, {}).setdefault(key, {})[optimizer] = report
+  refresh_ns(results)
   results["max_model"] = max_model_rows(results)
   with open(out, "w") as f:
     json.dump(results, f, indent=1)

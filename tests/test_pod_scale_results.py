@@ -26,7 +26,7 @@ def test_a_70b_llama_trains_on_a_v5p_256_at_two_sequences_of_4096_per_chip(optim
 
 
 @pytest.mark.parametrize("key, required", [("v5e-256x2/llama-1b", ("adamw", *OURS)),
-                                           ("v5p-128x2/llama-8b", ("adamw", "muon"))])
+                                           ("v5p-128x2/llama-8b", ("adamw", *OURS))])
 def test_on_two_slices_no_optimizer_sends_its_own_collectives_over_dcn(key, required):
   row = _results()["rows"][key]
   assert set(required) <= set(row), sorted(row)
@@ -46,7 +46,47 @@ def test_every_max_model_row_names_its_fields():
   rows = _results()["max_model"]
   assert {r["slice"] for r in rows} >= {"v5p-128", "v5p-256"}
   for r in rows:
-    assert r["fits"] and r["hbm_total_GiB"] <= r["hbm_limit_GiB"], r
+    if not r["fits"]:  # nothing of the ladder fits: its smallest rung at batch 1 was compiled
+      assert r["preset"] is None and "does not fit" in r["smallest_error"] or \
+          "RESOURCE_EXHAUSTED" in r["smallest_error"], r
+      continue
+    assert r["hbm_total_GiB"] <= r["hbm_limit_GiB"], r
     assert {"slice", "num_slices", "preset", "params_B", "per_chip_batch", "seq", "optimizer",
             "hbm_total_GiB", "hbm_temp_GiB", "ns_flops_ratio", "dcn_ns_collectives"} <= set(r)
     assert r["next_batch_fits"] is False or r["per_chip_batch"] == 16, r  # bracketed
+
+
+def _at_adamw_largest(slice_names=None) -> list[tuple[dict, dict]]:
+  rows = [(r, r["at_adamw_largest"]) for r in _results()["max_model"]
+          if r["optimizer"] in OURS and "at_adamw_largest" in r]
+  return [(r, a) for r, a in rows if slice_names is None or r["slice"] in slice_names]
+
+
+def test_each_optimizer_spends_at_most_one_and_a_half_times_the_5d_over_b_estimate():
+  """Essential AI's estimate of Muon's overhead is 5·d/B of the model's flops. The compiled
+  update (the step's XLA flops minus AdamW's at the same point) is Newton–Schulz and nothing
+  more: within 3% of the Newton–Schulz flops XLA's static count holds, computed from the
+  shapes (per bucket the slots every chip fills and one trip of the skippable tail; the Gram
+  form where the library takes it; Muon++'s 6 steps). The busiest chip's share of that stays
+  within 1.5x the estimate."""
+  rows = _at_adamw_largest()
+  assert {r["slice"] for r, a in rows if r["optimizer"] == "muon"} >= {
+      "v5e-256", "v5p-128", "v5p-256", "v6e-256"}
+  for r, a in rows:
+    tokens = a["per_chip_batch"] * r["seq"] * {"v5p-256": 128, "v5p-128": 64}.get(r["slice"], 256)
+    assert a["estimate_5d_over_B"] == pytest.approx(5 * 8192 / tokens, rel=1e-6)
+    assert 0.97 <= a["extra_over_counted"] <= 1.03, (r["slice"], r["optimizer"], a)
+    assert 0 < a["busiest_over_estimate"] <= 1.5, (r["slice"], r["optimizer"], a)
+
+
+def test_the_state_saves_the_whole_second_moment_and_temporaries_stay_at_adamws():
+  """At AdamW's largest point, compiled at the same commit as AdamW's: the optimizer state is
+  smaller than AdamW's by the second moment of the hidden matrices (per-neuron vectors are
+  sharded, not replicated), and the temporaries are within 0.03 GiB of AdamW's (the v5p-128
+  70B rung was 0.32 GiB above before the weights went through a barrier before the update)."""
+  rows = [(r, a) for r, a in _at_adamw_largest() if a["commit"] == a["adamw_commit"]]
+  for slice_name in ("v5p-128", "v5p-256", "v6e-256", "v5e-256"):
+    assert {r["optimizer"] for r, a in rows if r["slice"] == slice_name} == set(OURS), slice_name
+  for r, a in rows:
+    assert a["state_minus_adamw_GiB"] <= -0.999 * a["second_moment_GiB"], (r["slice"], r["optimizer"], a)
+    assert a["temp_minus_adamw_GiB"] <= 0.03, (r["slice"], r["optimizer"], a)
