@@ -362,7 +362,9 @@ def write_markdown(results: dict, path: str) -> None:
   lines = ["# Pod scale: the trainer's step compiled for TPU slices on a CPU host", "",
            "Written by `benchmarks/pod_scale.py` (per chip; HBM limit = the compiler's). "
            "NS = Newton–Schulz; `NS/ideal` is the busiest chip's NS flops over the ideal (total / "
-           "chips of one slice), arithmetic from the shapes and the library's placement plan "
+           "chips of one slice), arithmetic from the shapes and the library's placement plan, "
+           "each matrix at the flops its Newton–Schulz runs (the optimizer's steps, the Gram "
+           "form where the library takes it) "
            "(`NS padded`: the earlier plan, each shape padded to a multiple of the chips; "
            "optax.contrib.muon's NS is placed by GSPMD); `DCN`: bytes per chip sent across "
            "slices, and how many of those transfers are not the gradient all-reduce (in brackets: the transfers of the optimizer's update compiled alone); `5d/B` is Essential AI's estimate of Muon's extra flops "
@@ -596,8 +598,9 @@ def max_model_markdown(rows: list[dict]) -> list[str]:
     a = r.get("at_adamw_largest", {})
     slices = f"{r['slice']}" + (f" x{r['num_slices']}" if r["num_slices"] > 1 else "")
     if not r["fits"]:
-      lines.append(f"| {slices} | {r['optimizer']} | none: {r['smallest_error']} |"
-                   + " |" * 11)
+      why = str(r["smallest_error"]).split("RESOURCE_EXHAUSTED: ")[-1]
+      lines.append(f"| {slices} | {r['optimizer']} | none: {r['smallest_tried']} at 1 x "
+                   f"{r['seq']}: {why} |" + " |" * 11)
       continue
     lines.append(
         f"| {slices} | {r['optimizer']} | {r['preset']} | {r['params_B']:.1f} | "
