@@ -146,7 +146,8 @@ def find_row(key: str) -> Row:
     raise ValueError(f"unknown row {key!r}; choose from {list(ALL_ROWS)} or a ladder point "
                      "like v5p-256/llama-70b/batch=256")
   from train import slices  # pylint: disable=g-import-not-at-top
-  topology, num_slices, preset, batch = m.group(1), int(m.group(2) or 1), m.group(3), int(m.group(5))
+  topology, num_slices, preset = m.group(1), int(m.group(2) or 1), m.group(3)
+  batch = int(m.group(5))
   overrides = tuple(tuple(kv.split("=", 1)) for kv in m.group(4).split("/")[1:])
   per_chip = batch // (slices.parse(topology).num_chips * num_slices)
   return ladder_row(topology, preset, per_chip, num_slices, overrides)  # type: ignore[arg-type]
@@ -558,7 +559,8 @@ def _flops_against_adamw(report: dict, adamw: dict, results: dict) -> dict:
           "extra_over_counted": None if plan is None else extra / ns["ns_flops_counted_by_xla"],
           "busiest_extra_flops_per_chip": busiest,
           "busiest_over_estimate": None if busiest is None else busiest / model / estimate,
-          "adamw_step_flops_per_chip": step, "share_of_step": None if step is None else extra / step}
+          "adamw_step_flops_per_chip": step,
+          "share_of_step": None if step is None else extra / step}
 
 
 def max_model_markdown(rows: list[dict]) -> list[str]:

@@ -47,8 +47,7 @@ def test_every_max_model_row_names_its_fields():
   assert {r["slice"] for r in rows} >= {"v5p-128", "v5p-256"}
   for r in rows:
     if not r["fits"]:  # nothing of the ladder fits: its smallest rung at batch 1 was compiled
-      assert r["preset"] is None and "does not fit" in r["smallest_error"] or \
-          "RESOURCE_EXHAUSTED" in r["smallest_error"], r
+      assert r["preset"] is None and "RESOURCE_EXHAUSTED" in r["smallest_error"], r
       continue
     assert r["hbm_total_GiB"] <= r["hbm_limit_GiB"], r
     assert {"slice", "num_slices", "preset", "params_B", "per_chip_batch", "seq", "optimizer",
@@ -56,10 +55,10 @@ def test_every_max_model_row_names_its_fields():
     assert r["next_batch_fits"] is False or r["per_chip_batch"] == 16, r  # bracketed
 
 
-def _at_adamw_largest(slice_names=None) -> list[tuple[dict, dict]]:
-  rows = [(r, r["at_adamw_largest"]) for r in _results()["max_model"]
+def _at_adamw_largest() -> list[tuple[dict, dict]]:
+  """(max_model row, its `at_adamw_largest`) for each of our optimizers."""
+  return [(r, r["at_adamw_largest"]) for r in _results()["max_model"]
           if r["optimizer"] in OURS and "at_adamw_largest" in r]
-  return [(r, a) for r, a in rows if slice_names is None or r["slice"] in slice_names]
 
 
 def test_each_optimizer_spends_at_most_one_and_a_half_times_the_5d_over_b_estimate():
@@ -73,8 +72,10 @@ def test_each_optimizer_spends_at_most_one_and_a_half_times_the_5d_over_b_estima
   assert {r["slice"] for r, a in rows if r["optimizer"] == "muon"} >= {
       "v5e-256", "v5p-128", "v5p-256", "v6e-256"}
   for r, a in rows:
-    tokens = a["per_chip_batch"] * r["seq"] * {"v5p-256": 128, "v5p-128": 64}.get(r["slice"], 256)
-    assert a["estimate_5d_over_B"] == pytest.approx(5 * 8192 / tokens, rel=1e-6)
+    chips = {"v5p-256": 128, "v5p-128": 64}.get(r["slice"], 256)
+    d_model = 8192  # the 34B and 70B presets
+    assert a["estimate_5d_over_B"] == pytest.approx(
+        5 * d_model / (a["per_chip_batch"] * r["seq"] * chips), rel=1e-6)
     assert 0.97 <= a["extra_over_counted"] <= 1.03, (r["slice"], r["optimizer"], a)
     assert 0 < a["busiest_over_estimate"] <= 1.5, (r["slice"], r["optimizer"], a)
 
@@ -88,5 +89,6 @@ def test_the_state_saves_the_whole_second_moment_and_temporaries_stay_at_adamws(
   for slice_name in ("v5p-128", "v5p-256", "v6e-256", "v5e-256"):
     assert {r["optimizer"] for r, a in rows if r["slice"] == slice_name} == set(OURS), slice_name
   for r, a in rows:
-    assert a["state_minus_adamw_GiB"] <= -0.999 * a["second_moment_GiB"], (r["slice"], r["optimizer"], a)
-    assert a["temp_minus_adamw_GiB"] <= 0.03, (r["slice"], r["optimizer"], a)
+    where = (r["slice"], r["optimizer"], a)
+    assert a["state_minus_adamw_GiB"] <= -0.999 * a["second_moment_GiB"], where
+    assert a["temp_minus_adamw_GiB"] <= 0.03, where
