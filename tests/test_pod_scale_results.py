@@ -64,7 +64,7 @@ def _at_adamw_largest() -> list[tuple[dict, dict]]:
 def test_each_optimizer_spends_at_most_one_and_a_half_times_the_5d_over_b_estimate():
   """Essential AI's estimate of Muon's overhead is 5·d/B of the model's flops. The compiled
   update (the step's XLA flops minus AdamW's at the same point) is Newton–Schulz and nothing
-  more: within 3% of the Newton–Schulz flops XLA's static count holds, computed from the
+  more: within 1% of the Newton–Schulz flops XLA's static count holds, computed from the
   shapes (per bucket the slots every chip fills and one trip of the skippable tail; the Gram
   form where the library takes it; Muon++'s 6 steps). The busiest chip's share of that stays
   within 1.5x the estimate."""
@@ -76,7 +76,7 @@ def test_each_optimizer_spends_at_most_one_and_a_half_times_the_5d_over_b_estima
     d_model = 8192  # the 34B and 70B presets
     assert a["estimate_5d_over_B"] == pytest.approx(
         5 * d_model / (a["per_chip_batch"] * r["seq"] * chips), rel=1e-6)
-    assert 0.97 <= a["extra_over_counted"] <= 1.03, (r["slice"], r["optimizer"], a)
+    assert 0.99 <= a["extra_over_counted"] <= 1.01, (r["slice"], r["optimizer"], a)
     assert 0 < a["busiest_over_estimate"] <= 1.5, (r["slice"], r["optimizer"], a)
 
 
