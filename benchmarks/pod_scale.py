@@ -326,18 +326,19 @@ def ns_arithmetic(preset: str, chips: int, optimizer: str = "muon") -> dict:
   plan = matrices.balance(sizes, [matrices.matrix_cost(*s) for s in shapes], chips)
   schedule, steps, method = NS_OF.get(optimizer, NS_OF["muon"])
   flops = [gram_newton_schulz.flops(*s, steps, method, schedule=schedule) for s in shapes]
-  busiest = max(sum(c[d] * w for c, w in zip(plan.counts, flops)) for d in range(chips))
+  ran = dataclasses.replace(plan, costs=tuple(flops))  # the same placement, at those flops
   # What XLA's static count of one chip's program holds: per bucket, the slots every chip fills
   # (one batched kernel) and one trip of the tail a chip may skip (a loop of conditionals,
   # counted once with its branch taken), whatever the chip runs.
   counted = sum((min(c) + (max(c) > min(c))) * w for c, w in zip(plan.counts, flops))
+  busiest = float(ran.loads().max())
   total = sum(n * w for n, w in zip(sizes, flops))
   padded = sum(math.ceil(n / chips) * w for n, w in zip(sizes, flops))
   by_flops = matrices.balance(sizes, [round(w) for w in flops], chips).imbalance
   placed = optimizer != "optax.contrib.muon"
   return {"ns_groups": {f"{m}x{n}": c for (m, n), c in shapes.items()},
           "ns_matrices": sum(sizes), "ns_schedule": schedule, "ns_steps": steps,
-          "ns_method": method, "ns_ratio_vs_ideal": busiest / (total / chips) if placed else None,
+          "ns_method": method, "ns_ratio_vs_ideal": ran.imbalance if placed else None,
           "ns_ratio_if_balanced_by_flops": by_flops if placed else None,
           "ns_ratio_padded": padded / (total / chips),
           "ns_flops_total": total, "ns_flops_per_chip_ideal": total / chips,
@@ -542,7 +543,7 @@ def _flops_against_adamw(report: dict, adamw: dict, results: dict) -> dict:
   of their `cost_analysis()` flops is the optimizer's update (which runs outside the scan)."""
   opt, ns = report["optimizer"], report.get("ns", {})
   if (opt not in NS_OF or "flops" not in report or "flops" not in adamw
-      or "ns_flops_counted_by_xla" not in report.get("ns", {})):
+      or "ns_flops_counted_by_xla" not in ns):
     return {}
   chips = report["chips"]
   extra = report["flops"] - adamw["flops"]
@@ -792,7 +793,6 @@ def ensure(out: str, section: str, key: str, optimizer: str, redo: bool = False)
         f"total={report.get('total_GiB', float('nan')):.2f} GiB", flush=True)
   results = _load(out)  # another run may have added rows meanwhile
   results.setdefault(section, {}).setdefault(key, {})[optimizer] = report
-  refresh_ns(results)
   results["max_model"] = max_model_rows(results)
   with open(out, "w") as f:
     json.dump(results, f, indent=1)

@@ -18,6 +18,7 @@ a sharding derived from the parameter it belongs to (found by path suffix):
 * anything else (counters, scalars): replicated.
 """
 
+import math
 from typing import Any
 
 import jax
@@ -56,10 +57,8 @@ def _spread(param_sharding: NamedSharding, size: int, exclude: Any) -> Any:
   excluded = set(exclude if isinstance(exclude, tuple) else (exclude,))
   axes = tuple(a for entry in param_sharding.spec if entry is not None
                for a in (entry if isinstance(entry, tuple) else (entry,)) if a not in excluded)
-  devices = 1
-  for a in axes:
-    devices *= param_sharding.mesh.shape[a]
-  if not axes or devices == 1 or size % devices:
+  devices = math.prod(param_sharding.mesh.shape[a] for a in axes)
+  if devices == 1 or size % devices:
     return None
   return axes[0] if len(axes) == 1 else axes
 
