@@ -304,12 +304,11 @@ def ns_arithmetic(preset: str, chips: int, optimizer: str = "muon") -> dict:
 
   Hidden matrices are bucketed by shape, a matrix and its transpose together (`[d, d_ff]` and
   `[d_ff, d]`: an 8B model's 224 matrices in 3 buckets), and placed by the library's own plan
-  (`optax_muon.matrices.balance` over `matrix_cost`, what `newton_schulz` runs on a mesh).
-  `chips`: those one slice holds (Newton–Schulz stays inside a slice). Each matrix then costs
-  the flops of the optimizer's Newton–Schulz (`NS_OF`: its steps, and the Gram form where
-  "auto" takes it). `ns_ratio_vs_ideal` is the busiest chip's flops over the ideal
-  (total / chips); `ns_ratio_if_balanced_by_flops`, the same for a plan that balanced those
-  flops; `ns_ratio_padded`, for the earlier plan that padded each bucket to a multiple of the
+  (`optax_muon.matrices.balance`, what `newton_schulz` runs on a mesh) over the flops each
+  matrix's Newton–Schulz runs (`NS_OF`: the optimizer's steps, and the Gram form where "auto"
+  takes it). `chips`: those one slice holds (Newton–Schulz stays inside a slice).
+  `ns_ratio_vs_ideal` is the busiest chip's flops over the ideal (total / chips);
+  `ns_ratio_padded`, the same for the earlier plan that padded each bucket to a multiple of the
   chips. optax.contrib.muon's is None: GSPMD places its Newton–Schulz.
   """
   import models  # pylint: disable=g-import-not-at-top
@@ -323,23 +322,20 @@ def ns_arithmetic(preset: str, chips: int, optimizer: str = "muon") -> dict:
     shape = tuple(sorted(shape))
     shapes[shape] = shapes.get(shape, 0) + count
   sizes = list(shapes.values())
-  plan = matrices.balance(sizes, [matrices.matrix_cost(*s) for s in shapes], chips)
   schedule, steps, method = NS_OF.get(optimizer, NS_OF["muon"])
   flops = [gram_newton_schulz.flops(*s, steps, method, schedule=schedule) for s in shapes]
-  ran = dataclasses.replace(plan, costs=tuple(flops))  # the same placement, at those flops
-  # What XLA's static count of one chip's program holds: per bucket, the slots every chip fills
-  # (one batched kernel) and one trip of the tail a chip may skip (a loop of conditionals,
-  # counted once with its branch taken), whatever the chip runs.
-  counted = sum((min(c) + (max(c) > min(c))) * w for c, w in zip(plan.counts, flops))
-  busiest = float(ran.loads().max())
+  plan = matrices.balance(sizes, [round(w) for w in flops], chips)
+  # What XLA's static count of one chip's program holds: one matrix per bucket (a chip runs its
+  # matrices in a loop, of conditionals where it may skip padding, counted once with the branch
+  # taken), whatever the chip runs.
+  counted = sum(w for c, w in zip(plan.counts, flops) if max(c))
+  busiest = float(plan.loads().max())
   total = sum(n * w for n, w in zip(sizes, flops))
   padded = sum(math.ceil(n / chips) * w for n, w in zip(sizes, flops))
-  by_flops = matrices.balance(sizes, [round(w) for w in flops], chips).imbalance
   placed = optimizer != "optax.contrib.muon"
   return {"ns_groups": {f"{m}x{n}": c for (m, n), c in shapes.items()},
           "ns_matrices": sum(sizes), "ns_schedule": schedule, "ns_steps": steps,
-          "ns_method": method, "ns_ratio_vs_ideal": ran.imbalance if placed else None,
-          "ns_ratio_if_balanced_by_flops": by_flops if placed else None,
+          "ns_method": method, "ns_ratio_vs_ideal": plan.imbalance if placed else None,
           "ns_ratio_padded": padded / (total / chips),
           "ns_flops_total": total, "ns_flops_per_chip_ideal": total / chips,
           "ns_flops_per_chip": busiest if placed else None,
@@ -550,18 +546,19 @@ def _flops_against_adamw(report: dict, adamw: dict, results: dict) -> dict:
   model = model_flops(report) / chips
   estimate = NS_STEPS * report["d_model"] / (report["batch_size"] * report["seq_len"])
   plan = ns.get("ns_flops_per_chip")  # None for optax.contrib.muon: placed by GSPMD
-  # XLA's static count holds `ns_flops_counted_by_xla`; the busiest chip runs `plan`.
-  busiest = None if plan is None else extra * plan / ns["ns_flops_counted_by_xla"]
+  # XLA's static count holds `ns_flops_counted_by_xla` (a chip's loop over its matrices counts
+  # once); the busiest chip runs `plan`. GSPMD's program has no loop: every chip runs `extra`.
+  busiest = extra if plan is None else extra * plan / ns["ns_flops_counted_by_xla"]
   step = step_flops(adamw, results)
   return {"extra_flops_per_chip": extra, "model_flops_per_chip": model,
           "extra_over_model": extra / model, "estimate_5d_over_B": estimate,
           "extra_over_estimate": extra / model / estimate, "ns_steps": ns.get("ns_steps"),
           "plan_ns_flops_per_chip": plan,
           "extra_over_counted": None if plan is None else extra / ns["ns_flops_counted_by_xla"],
-          "busiest_extra_flops_per_chip": busiest,
-          "busiest_over_estimate": None if busiest is None else busiest / model / estimate,
+          "busiest_extra_flops_per_chip": busiest, "busiest_over_model": busiest / model,
+          "busiest_over_estimate": busiest / model / estimate,
           "adamw_step_flops_per_chip": step,
-          "share_of_step": None if step is None else extra / step}
+          "share_of_step": None if step is None else busiest / step}
 
 
 def max_model_markdown(rows: list[dict]) -> list[str]:
@@ -630,20 +627,20 @@ def _share_of_step_markdown(rows: list[dict]) -> list[str]:
   def f(x, spec):
     return "" if x is None else format(x, spec)
   lines = ["", "### The optimizer's share of a step", "",
-           "At AdamW's largest point on each slice: the optimizer's extra flops per chip (its "
-           "step's XLA flops minus AdamW's; the layer scan is the same in both and cancels), "
-           "over the model's flops (6·N·tokens + attention, per chip), against Essential AI's "
-           f"estimate {NS_STEPS}·d/B. XLA counts a chip's program statically: per Newton–Schulz "
-           "bucket, the slots every chip fills and one trip of the tail a chip may skip (its "
-           "branch taken), whatever the chip runs. `NS counted` is that count from the shapes "
-           "(at the optimizer's steps, with the Gram form where the library takes it), so "
-           "`extra / NS counted` near 1 says the update spends little beyond Newton–Schulz; "
-           "`busiest` scales the extra flops to the busiest chip of the library's placement "
-           "(`NS/ideal`). `share`: extra over AdamW's whole step, its "
+           "At AdamW's largest point on each slice, per chip. `XLA extra`: the step's XLA flops "
+           "minus AdamW's (the layer scan is the same in both and cancels). XLA counts a "
+           "program statically: a chip loops over its matrices of each Newton–Schulz bucket, "
+           "and the loop counts once. `NS counted` is that count from the shapes (one matrix "
+           "per bucket, at the optimizer's steps, with the Gram form where the library takes "
+           "it), so `XLA extra / NS counted` near 1 says the update is Newton–Schulz and little "
+           "else. `busiest`: the extra flops the busiest chip of the library's placement runs "
+           "(`NS/ideal`), from that count scaled to the plan (optax.contrib.muon: XLA's count, "
+           "a program without loops). Set against the model's flops (6·N·tokens + attention) "
+           f"and Essential AI's estimate {NS_STEPS}·d/B; `share`: over AdamW's whole step, its "
            "scanned layer counted n_layers times (two unscanned compiles, `--layer-flops`).", "",
-           "| slice | optimizer | point | NS steps | NS/ideal | extra TFLOP | extra / model "
-           "| 5d/B | extra / estimate | extra / NS counted | busiest / estimate "
-           "| AdamW step TFLOP | share |", "|" + "---|" * 13]
+           "| slice | optimizer | point | NS steps | NS/ideal | XLA extra TFLOP "
+           "| XLA extra / NS counted | busiest TFLOP | busiest / model | 5d/B "
+           "| busiest / estimate | AdamW step TFLOP | share |", "|" + "---|" * 13]
   for r in flops:
     a = r["at_adamw_largest"]
     step = a["adamw_step_flops_per_chip"]
@@ -651,9 +648,9 @@ def _share_of_step_markdown(rows: list[dict]) -> list[str]:
         f"| {r['slice']}{' x' + str(r['num_slices']) if r['num_slices'] > 1 else ''} | "
         f"{r['optimizer']} | {a['preset']}, {a['per_chip_batch']} x {r['seq']} | {a['ns_steps']} | "
         f"{f(r['ns_flops_ratio'], '.2f')} | {a['extra_flops_per_chip'] / 1e12:.1f} | "
-        f"{a['extra_over_model']:.4f} | {a['estimate_5d_over_B']:.4f} | "
-        f"{a['extra_over_estimate']:.2f} | {f(a['extra_over_counted'], '.2f')} | "
-        f"{f(a['busiest_over_estimate'], '.2f')} | "
+        f"{f(a['extra_over_counted'], '.2f')} | {a['busiest_extra_flops_per_chip'] / 1e12:.1f} | "
+        f"{a['busiest_over_model']:.4f} | {a['estimate_5d_over_B']:.4f} | "
+        f"{a['busiest_over_estimate']:.2f} | "
         f"{'' if step is None else format(step / 1e12, '.0f')} | {f(a['share_of_step'], '.3f')} |")
   return lines
 

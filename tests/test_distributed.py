@@ -267,6 +267,26 @@ def test_matrix_cost_is_one_iteration():
   assert distributed.matrix_cost(m, n) == distributed.matrix_cost(n, m)
 
 
+def test_newton_schulz_balances_the_flops_each_matrix_runs(monkeypatch):
+  """The plan weighs a matrix by its whole orthogonalization, not one standard iteration: a
+  64 x 256 matrix runs the Gram form (2 blocks for Jordan's 5 steps), a 96 x 96 one the
+  standard iteration."""
+  seen = []
+  real = distributed.map_buckets
+
+  def spy(fns, stacks, mesh, costs=None):
+    seen.extend(zip((x.shape[1:] for x in stacks), costs))
+    return real(fns, stacks, mesh, costs)
+
+  monkeypatch.setattr(distributed, "map_buckets", spy)
+  tree = {"long": jnp.ones((2, 64, 256)), "square": jnp.ones((3, 96, 96))}
+  om.newton_schulz("jordan", 5).update(tree, ())
+  steps, blocks = 5, 2
+  gram = 4 * blocks * 64**2 * 256 + (8 * steps - 6 * blocks) * 64**3
+  standard = steps * (4 * 96**3 + 2 * 96**3)
+  assert sorted(seen) == [((64, 256), gram), ((96, 96), standard)]
+
+
 def test_uneven_plan_skips_padding_and_matches_one_device():
   """Buckets whose devices hold different counts (0, 1 or 2 matrices) take the
   skipping path; the result equals the unsharded one, matrix by matrix."""

@@ -39,6 +39,11 @@ def test_on_two_slices_no_optimizer_sends_its_own_collectives_over_dcn(key, requ
     # ... and the whole step sends the gradient all-reduce, no larger than AdamW's.
     assert set(r["dcn_transfers"]) == {"ALL_REDUCE"}, (optimizer, r["dcn_transfers"])
     assert r["dcn_transfers"]["ALL_REDUCE"]["bytes"] <= adamw_bytes, optimizer
+    if key == "v5p-128x2/llama-8b" and optimizer in OURS:
+      # Each was 0.27 GiB above AdamW's while a chip orthogonalized its matrices in one batch.
+      # Muon++ still is, outside the heap of XLA's dumped buffer assignment (docs/pod_scale.md).
+      excess = 0.3 if optimizer == "muon_plus_plus" else 0.03
+      assert r["temp_GiB"] - row["adamw"]["temp_GiB"] <= excess, optimizer
   assert "dcn_ns_collectives" in row["optax.contrib.muon"], "optax is measured the same way"
 
 
@@ -65,8 +70,8 @@ def test_each_optimizer_spends_at_most_one_and_a_half_times_the_5d_over_b_estima
   """Essential AI's estimate of Muon's overhead is 5·d/B of the model's flops. The compiled
   update (the step's XLA flops minus AdamW's at the same point) is Newton–Schulz and nothing
   more: within 1% of the Newton–Schulz flops XLA's static count holds, computed from the
-  shapes (per bucket the slots every chip fills and one trip of the skippable tail; the Gram
-  form where the library takes it; Muon++'s 6 steps). The busiest chip's share of that stays
+  shapes (one matrix per bucket: a chip loops over its matrices and the loop is counted once;
+  the Gram form where the library takes it; Muon++'s 6 steps). The busiest chip's share of that stays
   within 1.5x the estimate."""
   rows = _at_adamw_largest()
   assert {r["slice"] for r, a in rows if r["optimizer"] == "muon"} >= {

@@ -9,9 +9,13 @@ and the function runs inside ``jax.shard_map`` on each device's own matrices.
 Which device gets how many matrices of which bucket is one plan for all buckets
 (:func:`balance`): every matrix goes to the least-loaded device, largest cost
 first (longest-processing-time scheduling, as Megatron's layer-sharded Muon
-bin-packs whole matrices), with cost the flops of one iteration (:func:`matrix_cost`). A device with
+bin-packs whole matrices), with each matrix's cost the flops its function runs
+(``newton_schulz`` passes its steps and the Gram form where it takes it; by default one
+standard iteration, :func:`matrix_cost`). A device with
 fewer matrices of a bucket than others holds zero padding there and skips it
 (``lax.cond``), so per-device work is its share of the plan, not the padding.
+A device runs its matrices one after another (``lax.map``): one matrix's
+temporaries are live at a time, and each bucket's function is compiled once.
 
 Only mesh axes that stay inside one TPU slice carry the stack: an axis whose
 devices span slices (data parallelism over DCN) is left out, so each slice
@@ -248,21 +252,27 @@ def _from_slots(out: jax.Array, counts: Sequence[int]) -> jax.Array:
   return jnp.concatenate(pieces)
 
 
-def _skipping_padding(fn: Callable[[jax.Array], jax.Array], counts: Sequence[int],
-                      axes: tuple[str, ...]) -> Callable[[jax.Array], jax.Array]:
-  """``fn`` on a device's ``[slots, ...]`` block that skips the slots past its count."""
+def _one_at_a_time(fn: Callable[[jax.Array], jax.Array], counts: Sequence[int],
+                   axes: tuple[str, ...]) -> Callable[[jax.Array], jax.Array]:
+  """``fn`` on a device's ``[slots, ...]`` block, one matrix after another, skipping padding.
+
+  A loop instead of one batched call: one matrix's temporaries are live at a time (a batch
+  holds every slot's, gigabytes for a 70B model's MLP matrices), ``fn`` is compiled once
+  per bucket, and a device runs only its own ``counts[d]`` matrices.
+  """
   fewest, slots = min(counts), max(counts)
-  if fewest == slots:
+  if slots == 1 and fewest == 1:
     return fn
+  one = lambda x: fn(x[None])[0]
+  if fewest == slots:
+    return lambda block: jax.lax.map(one, block)
 
   def run(block: jax.Array) -> jax.Array:
     mine = jnp.asarray(counts, jnp.int32)[jax.lax.axis_index(axes)]
-    one = jax.eval_shape(lambda x: fn(x[None])[0], block[0])
-    skip = lambda x: jnp.zeros(one.shape, one.dtype)
-    tail = jax.lax.map(
-        lambda args: jax.lax.cond(args[0] < mine, lambda x: fn(x[None])[0], skip, args[1]),
-        (jnp.arange(fewest, slots, dtype=jnp.int32), block[fewest:]))
-    return tail if fewest == 0 else jnp.concatenate([fn(block[:fewest]), tail])
+    out = jax.eval_shape(one, block[0])
+    skip = lambda x: jnp.zeros(out.shape, out.dtype)
+    return jax.lax.map(lambda args: jax.lax.cond(args[0] < mine, one, skip, args[1]),
+                       (jnp.arange(slots, dtype=jnp.int32), block))
 
   return run
 
@@ -313,7 +323,7 @@ def _map_bucket(fn, stack: jax.Array, counts: Sequence[int], mesh: Mesh,
         break
   spec = P(axes, *([None] * (stack.ndim - 1)))
   slotted = jax.lax.with_sharding_constraint(_to_slots(stack, counts), NamedSharding(mesh, spec))
-  out = jax.shard_map(_skipping_padding(fn, counts, axes), mesh=mesh, in_specs=spec,
+  out = jax.shard_map(_one_at_a_time(fn, counts, axes), mesh=mesh, in_specs=spec,
                       out_specs=spec, check_vma=False)(slotted)
   out = _from_slots(out, counts)
   return out if via is None else jax.lax.with_sharding_constraint(out, via)

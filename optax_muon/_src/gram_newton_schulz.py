@@ -83,6 +83,7 @@ __all__ = [
     "default_restarts",
     "flops",
     "iterate",
+    "table_flops",
 ]
 
 METHODS = ("standard", "gram", "auto")
@@ -196,10 +197,25 @@ def flops(m: int, n: int, steps: int, method: str = "standard", *,
     0.6666666666666666
   """
   check_method(method)
-  table = coeffs_lib.ns_coefficients(schedule, steps)
-  if method == "auto":
-    method = choose_method(method, m, n, table, normalization, restarts)
-  standard, gram = _flops(m, n, steps, 1 + len(_resolve_restarts(table, restarts, normalization)))
+  return table_flops(m, n, coeffs_lib.ns_coefficients(schedule, steps), method,
+                     normalization, restarts)
+
+
+def table_flops(m: int, n: int, table, method: str = "standard",
+                normalization: str = "frobenius",
+                restarts: Sequence[int] | None = None) -> float:
+  """:func:`flops` for a concrete ``(steps, 3)`` coefficient table.
+
+  Examples:
+    >>> from optax_muon import ns_coefficients
+    >>> table_flops(1024, 4096, ns_coefficients("jordan", 5), "gram") == flops(
+    ...     1024, 4096, 5, "gram")
+    True
+  """
+  table = _table(table)
+  method = choose_method(method, m, n, table, normalization, restarts)
+  standard, gram = _flops(m, n, len(table),
+                          1 + len(_resolve_restarts(table, restarts, normalization)))
   return standard if method == "standard" else gram
 
 

@@ -224,7 +224,8 @@ def orthogonalize_stacks(
   oriented shape and coefficient table (matrices with both sides at most
   ``small_matrix_size`` are zero-padded to one shape, which is exact). Each
   bucket is one kernel call; on ``mesh`` the buckets share one plan of whole
-  matrices per device (``None``: where the arrays are; see :mod:`distributed`).
+  matrices per device, balanced by the flops each matrix's iteration runs
+  (``None``: where the arrays are; see :mod:`distributed`).
   """
   pieces = []  # (bucket key, group index, rows or None, oriented [b, short, long])
   for gi, (g, x) in enumerate(stacks.items()):
@@ -239,7 +240,7 @@ def orthogonalize_stacks(
   buckets: dict[Any, list[int]] = collections.defaultdict(list)
   for k, (key, *_rest) in enumerate(pieces):
     buckets[key].append(k)
-  kernels, merged = [], []
+  kernels, merged, costs = [], [], []
   for key, idx in buckets.items():
     cfg = key[2]
     parts = [pieces[k][3] for k in idx]
@@ -252,8 +253,12 @@ def orthogonalize_stacks(
         orthogonalize_matrices, table=np.asarray(cfg.table), normalization=normalization,
         input_scale=cfg.input_scale, eps=eps, compute_dtype=compute_dtype, method=method))
     merged.append(parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=0))
+    # What one matrix of the bucket runs (its steps, the Gram form where "auto" takes it).
+    costs.append(round(gram_ns.table_flops(rows_max, cols_max, np.asarray(cfg.table), method,
+                                           normalization)))
   results: list[Any] = [None] * len(pieces)
-  for idx, ortho in zip(buckets.values(), distributed.map_buckets(kernels, merged, mesh)):
+  for idx, ortho in zip(buckets.values(),
+                        distributed.map_buckets(kernels, merged, mesh, costs)):
     lo = 0
     for k in idx:
       n = pieces[k][3].shape[0]
