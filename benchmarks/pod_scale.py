@@ -551,9 +551,7 @@ def _flops_against_adamw(report: dict, adamw: dict, results: dict) -> dict:
   busiest = extra if plan is None else extra * plan / ns["ns_flops_counted_by_xla"]
   step = step_flops(adamw, results)
   return {"extra_flops_per_chip": extra, "model_flops_per_chip": model,
-          "extra_over_model": extra / model, "estimate_5d_over_B": estimate,
-          "extra_over_estimate": extra / model / estimate, "ns_steps": ns.get("ns_steps"),
-          "plan_ns_flops_per_chip": plan,
+          "estimate_5d_over_B": estimate, "ns_steps": ns.get("ns_steps"),
           "extra_over_counted": None if plan is None else extra / ns["ns_flops_counted_by_xla"],
           "busiest_extra_flops_per_chip": busiest, "busiest_over_model": busiest / model,
           "busiest_over_estimate": busiest / model / estimate,

@@ -10,8 +10,7 @@ Which device gets how many matrices of which bucket is one plan for all buckets
 (:func:`balance`): every matrix goes to the least-loaded device, largest cost
 first (longest-processing-time scheduling, as Megatron's layer-sharded Muon
 bin-packs whole matrices), with each matrix's cost the flops its function runs
-(``newton_schulz`` passes its steps and the Gram form where it takes it; by default one
-standard iteration, :func:`matrix_cost`). A device with
+(``newton_schulz`` counts its steps, in the Gram form where it takes it). A device with
 fewer matrices of a bucket than others holds zero padding there and skips it
 (``lax.cond``), so per-device work is its share of the plan, not the padding.
 A device runs its matrices one after another (``lax.map``): one matrix's
@@ -278,13 +277,13 @@ def _one_at_a_time(fn: Callable[[jax.Array], jax.Array], counts: Sequence[int],
 
 
 def map_buckets(fns: Sequence[Callable[[jax.Array], jax.Array]], stacks: Sequence[jax.Array],
-                mesh: Mesh | None, costs: Sequence[int] | None = None) -> list[jax.Array]:
+                mesh: Mesh | None, costs: Sequence[int]) -> list[jax.Array]:
   """``[fn(stack) for fn, stack in zip(fns, stacks)]``, with whole matrices per device.
 
   Each ``fn`` must treat each ``stack[i]`` independently. On a mesh the
   buckets share one :func:`balance` plan over the devices of
-  :func:`slice_local_axes` (``costs``: per matrix of each bucket, default
-  :func:`matrix_cost` of its last two dimensions) and each runs inside
+  :func:`slice_local_axes` (``costs``: the cost of one matrix of each bucket)
+  and each runs inside
   ``jax.shard_map``; results come back in the inputs' layout. Call it in an
   Auto-axis context (see :func:`auto_region`).
   """
@@ -299,8 +298,6 @@ def map_buckets(fns: Sequence[Callable[[jax.Array], jax.Array]], stacks: Sequenc
   devices = math.prod(mesh.shape[a] for a in axes)
   if devices <= 1:
     return [fn(x) for fn, x in zip(fns, stacks)]
-  if costs is None:
-    costs = [matrix_cost(*x.shape[-2:]) for x in stacks]
   plan = balance([x.shape[0] for x in stacks], costs, devices)
   with jax.named_scope(SCOPE):
     return [_map_bucket(fn, x, counts, mesh, axes)
