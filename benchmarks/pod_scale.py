@@ -511,6 +511,11 @@ def max_model_rows(results: dict) -> list[dict]:
             "second_moment_GiB": _second_moment_GiB(same),
             "state_minus_adamw_GiB": same["opt_state_GiB"] - base[2]["opt_state_GiB"],
             "code_minus_adamw_GiB": same["code_GiB"] - base[2]["code_GiB"],
+            # Live temporaries at the compiler's simulated peak: the peak less the arguments.
+            "peak_temp_minus_adamw_GiB": (
+                (same["peak_GiB"] - same["argument_GiB"])
+                - (base[2]["peak_GiB"] - base[2]["argument_GiB"])
+                if "peak_GiB" in same and "peak_GiB" in base[2] else None),
             "commit": same.get("commit"), "adamw_commit": base[2].get("commit"),
             **_flops_against_adamw(same, base[2], results)}
     rows.append(row)
@@ -550,13 +555,18 @@ def _flops_against_adamw(report: dict, adamw: dict, results: dict) -> dict:
   # once); the busiest chip runs `plan`. GSPMD's program has no loop: every chip runs `extra`.
   busiest = extra if plan is None else extra * plan / ns["ns_flops_counted_by_xla"]
   step = step_flops(adamw, results)
+  # What the busiest chip runs above a perfect split of the same Newton–Schulz flops.
+  ratio = ns.get("ns_ratio_vs_ideal")
+  above_ideal = None if ratio is None else busiest * (1 - 1 / ratio)
   return {"extra_flops_per_chip": extra, "model_flops_per_chip": model,
           "estimate_5d_over_B": estimate, "ns_steps": ns.get("ns_steps"),
           "extra_over_counted": None if plan is None else extra / ns["ns_flops_counted_by_xla"],
           "busiest_extra_flops_per_chip": busiest, "busiest_over_model": busiest / model,
           "busiest_over_estimate": busiest / model / estimate,
           "adamw_step_flops_per_chip": step,
-          "share_of_step": None if step is None else busiest / step}
+          "share_of_step": None if step is None else busiest / step,
+          "imbalance_share_of_step": (None if step is None or above_ideal is None
+                                      else above_ideal / step)}
 
 
 def max_model_markdown(rows: list[dict]) -> list[str]:
@@ -588,17 +598,19 @@ def max_model_markdown(rows: list[dict]) -> list[str]:
            "remat, chunked attention and logits; per-chip batch a power of two (`2x fits`: the "
            "next batch, compiled; `next preset`: the next rung at batch 1). `at AdamW's "
            "largest`: the same optimizer compiled at AdamW's largest point, its temporaries "
-           "and total minus AdamW's, beside the second moment it does not keep.", "",
+           "and total minus AdamW's, beside the second moment it does not keep; `peak temp`: the "
+           "temporaries live at the compiler's simulated peak (`peak_memory_in_bytes` less the "
+           "arguments) minus AdamW's.", "",
            "| slice | optimizer | largest | params B | per chip x seq | total GiB | temp GiB "
            "| 2x fits | next preset | NS/ideal | DCN NS coll. | at AdamW's largest: temp - AdamW "
-           "| total - AdamW | second moment |", "|" + "---|" * 14]
+           "| total - AdamW | second moment | peak temp - AdamW |", "|" + "---|" * 15]
   for r in rows:
     a = r.get("at_adamw_largest", {})
     slices = f"{r['slice']}" + (f" x{r['num_slices']}" if r["num_slices"] > 1 else "")
     if not r["fits"]:
       why = str(r["smallest_error"]).split("RESOURCE_EXHAUSTED: ")[-1]
       lines.append(f"| {slices} | {r['optimizer']} | none: {r['smallest_tried']} at 1 x "
-                   f"{r['seq']}: {why} |" + " |" * 11)
+                   f"{r['seq']}: {why} |" + " |" * 12)
       continue
     lines.append(
         f"| {slices} | {r['optimizer']} | {r['preset']} | {r['params_B']:.1f} | "
@@ -608,7 +620,10 @@ def max_model_markdown(rows: list[dict]) -> list[str]:
         + ("" if r["ns_flops_ratio"] is None else f"{r['ns_flops_ratio']:.2f}")
         + f" | {'' if r['dcn_ns_collectives'] is None else r['dcn_ns_collectives']} | "
         + (f"{a['temp_minus_adamw_GiB']:+.3f} | {a['total_minus_adamw_GiB']:+.3f} | "
-           f"{a['second_moment_GiB']:.3f} |" if a else "| | |"))
+           f"{a['second_moment_GiB']:.3f} | "
+           + ("" if a.get("peak_temp_minus_adamw_GiB") is None
+              else f"{a['peak_temp_minus_adamw_GiB']:+.3f}")
+           + " |" if a else "| | | |"))
   lines += _share_of_step_markdown(rows)
   lines += ["", "MaxText's published configs for the same slices (AdamW; "
             "AI-Hypercomputer/maxtext e591f30, `benchmarks/maxtext_*_model_configs.py`):", "",
@@ -635,10 +650,12 @@ def _share_of_step_markdown(rows: list[dict]) -> list[str]:
            "(`NS/ideal`), from that count scaled to the plan (optax.contrib.muon: XLA's count, "
            "a program without loops). Set against the model's flops (6·N·tokens + attention) "
            f"and Essential AI's estimate {NS_STEPS}·d/B; `share`: over AdamW's whole step, its "
-           "scanned layer counted n_layers times (two unscanned compiles, `--layer-flops`).", "",
+           "scanned layer counted n_layers times (two unscanned compiles, `--layer-flops`); "
+           "`imbalance`: what the busiest chip runs above the ideal (`busiest · (1 − 1/(NS/ideal))`), "
+           "over the same step.", "",
            "| slice | optimizer | point | NS steps | NS/ideal | XLA extra TFLOP "
            "| XLA extra / NS counted | busiest TFLOP | busiest / model | 5d/B "
-           "| busiest / estimate | AdamW step TFLOP | share |", "|" + "---|" * 13]
+           "| busiest / estimate | AdamW step TFLOP | share | imbalance |", "|" + "---|" * 14]
   for r in flops:
     a = r["at_adamw_largest"]
     step = a["adamw_step_flops_per_chip"]
@@ -649,7 +666,8 @@ def _share_of_step_markdown(rows: list[dict]) -> list[str]:
         f"{f(a['extra_over_counted'], '.2f')} | {a['busiest_extra_flops_per_chip'] / 1e12:.1f} | "
         f"{a['busiest_over_model']:.4f} | {a['estimate_5d_over_B']:.4f} | "
         f"{a['busiest_over_estimate']:.2f} | "
-        f"{'' if step is None else format(step / 1e12, '.0f')} | {f(a['share_of_step'], '.3f')} |")
+        f"{'' if step is None else format(step / 1e12, '.0f')} | {f(a['share_of_step'], '.3f')} | "
+        f"{f(a.get('imbalance_share_of_step'), '.4f')} |")
   return lines
 
 
