@@ -269,6 +269,15 @@ def add_optimizer_dcn(out: str, key: str, optimizers: list[str]) -> None:
       json.dump(results, f, indent=1)
 
 
+def source_commit() -> str:
+  """The checked-out commit, "-dirty" when files other than the results differ from it (a
+  run rewrites `benchmarks/results` after each compile; that is not a change to the code)."""
+  git = lambda *a: subprocess.run(["git", *a], cwd=ROOT, capture_output=True,
+                                  text=True).stdout.strip()
+  changed = git("status", "--porcelain", "--", ".", ":(exclude)benchmarks/results")
+  return git("rev-parse", "--short", "HEAD") + ("-dirty" if changed else "")
+
+
 def compile_one(row: Row, optimizer: str) -> dict:
   """One (row, optimizer) compiled in this process (`--one`): the `train.aot` report."""
   from train import aot  # pylint: disable=g-import-not-at-top  # sets libtpu's env first
@@ -282,8 +291,7 @@ def compile_one(row: Row, optimizer: str) -> dict:
   report["optimizer"] = optimizer
   if row.num_slices > 1 and report.get("fits"):
     report.update(optimizer_dcn(compile_update(row, optimizer)))
-  report["commit"] = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT,
-                                    capture_output=True, text=True).stdout.strip()
+  report["commit"] = source_commit()
   if "chips" in report:
     report["ns"] = ns_arithmetic(row.preset, report["chips"] // report.get("num_slices", 1),
                                  optimizer)
@@ -418,9 +426,12 @@ def write_markdown(results: dict, path: str) -> None:
   lines += ["## Against AdamW on the same row", "",
             "Each Muon variant's total HBM per chip minus AdamW's (negative: it uses less), its "
             "temporaries minus AdamW's, and the second moment it does not keep (4 bytes x hidden "
-            "matrix params / chips), from rows compiled at the same commit as their AdamW row.",
+            "matrix params / chips), from rows compiled at the same commit as their AdamW row; "
+            "`peak temp`: the temporaries live at the compiler's simulated peak "
+            "(`peak_memory_in_bytes` less the arguments) minus AdamW's.",
             "", "| row | optimizer | commit | total - AdamW GiB | temp - AdamW GiB "
-            "| second moment GiB | DCN bytes / AdamW's |", "|---|---|---|---|---|---|---|"]
+            "| second moment GiB | DCN bytes / AdamW's | peak temp - AdamW MiB |",
+            "|---|---|---|---|---|---|---|---|"]
   for key, row in sorted(results["rows"].items()):
     adamw = row.get("adamw", {})
     if "total_GiB" not in adamw:
@@ -436,11 +447,25 @@ def write_markdown(results: dict, path: str) -> None:
         dcn = f"{ours / base:.3f}" if base else ""
       lines.append(f"| {key} | {opt} | {r.get('commit')} | "
                    f"{r['total_GiB'] - adamw['total_GiB']:+.3f} | "
-                   f"{r['temp_GiB'] - adamw['temp_GiB']:+.3f} | {second} | {dcn} |")
+                   f"{r['temp_GiB'] - adamw['temp_GiB']:+.3f} | {second} | {dcn} | "
+                   f"{_mib(_peak_temp_minus_GiB(r, adamw))} |")
   lines.append("")
   lines += max_model_markdown(results.get("max_model", []))
   with open(path, "w") as f:
     f.write("\n".join(lines))
+
+
+def _peak_temp_minus_GiB(report: dict, adamw: dict) -> float | None:
+  """Temporaries live at the compiler's simulated peak (`peak_memory_in_bytes` less the
+  arguments), `report`'s minus AdamW's; None where either was compiled without it."""
+  if "peak_GiB" not in report or "peak_GiB" not in adamw:
+    return None
+  return ((report["peak_GiB"] - report["argument_GiB"])
+          - (adamw["peak_GiB"] - adamw["argument_GiB"]))
+
+
+def _mib(x: float | None) -> str:
+  return "" if x is None else f"{x * 1024:+.2f}"
 
 
 def _second_moment_GiB(report: dict) -> float:
@@ -511,11 +536,7 @@ def max_model_rows(results: dict) -> list[dict]:
             "second_moment_GiB": _second_moment_GiB(same),
             "state_minus_adamw_GiB": same["opt_state_GiB"] - base[2]["opt_state_GiB"],
             "code_minus_adamw_GiB": same["code_GiB"] - base[2]["code_GiB"],
-            # Live temporaries at the compiler's simulated peak: the peak less the arguments.
-            "peak_temp_minus_adamw_GiB": (
-                (same["peak_GiB"] - same["argument_GiB"])
-                - (base[2]["peak_GiB"] - base[2]["argument_GiB"])
-                if "peak_GiB" in same and "peak_GiB" in base[2] else None),
+            "peak_temp_minus_adamw_GiB": _peak_temp_minus_GiB(same, base[2]),
             "commit": same.get("commit"), "adamw_commit": base[2].get("commit"),
             **_flops_against_adamw(same, base[2], results)}
     rows.append(row)
@@ -603,7 +624,7 @@ def max_model_markdown(rows: list[dict]) -> list[str]:
            "arguments) minus AdamW's.", "",
            "| slice | optimizer | largest | params B | per chip x seq | total GiB | temp GiB "
            "| 2x fits | next preset | NS/ideal | DCN NS coll. | at AdamW's largest: temp - AdamW "
-           "| total - AdamW | second moment | peak temp - AdamW |", "|" + "---|" * 15]
+           "| total - AdamW | second moment | peak temp - AdamW MiB |", "|" + "---|" * 15]
   for r in rows:
     a = r.get("at_adamw_largest", {})
     slices = f"{r['slice']}" + (f" x{r['num_slices']}" if r["num_slices"] > 1 else "")
@@ -620,10 +641,8 @@ def max_model_markdown(rows: list[dict]) -> list[str]:
         + ("" if r["ns_flops_ratio"] is None else f"{r['ns_flops_ratio']:.2f}")
         + f" | {'' if r['dcn_ns_collectives'] is None else r['dcn_ns_collectives']} | "
         + (f"{a['temp_minus_adamw_GiB']:+.3f} | {a['total_minus_adamw_GiB']:+.3f} | "
-           f"{a['second_moment_GiB']:.3f} | "
-           + ("" if a.get("peak_temp_minus_adamw_GiB") is None
-              else f"{a['peak_temp_minus_adamw_GiB']:+.3f}")
-           + " |" if a else "| | | |"))
+           f"{a['second_moment_GiB']:.3f} | {_mib(a.get('peak_temp_minus_adamw_GiB'))} |"
+           if a else "| | | |"))
   lines += _share_of_step_markdown(rows)
   lines += ["", "MaxText's published configs for the same slices (AdamW; "
             "AI-Hypercomputer/maxtext e591f30, `benchmarks/maxtext_*_model_configs.py`):", "",

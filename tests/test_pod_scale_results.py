@@ -44,6 +44,9 @@ def test_on_two_slices_no_optimizer_sends_its_own_collectives_over_dcn(key, requ
       # Muon++ still is, outside the heap of XLA's dumped buffer assignment (docs/pod_scale.md).
       excess = 0.3 if optimizer == "muon_plus_plus" else 0.03
       assert r["temp_GiB"] - row["adamw"]["temp_GiB"] <= excess, optimizer
+      live = (r["peak_GiB"] - r["argument_GiB"]) - (
+          row["adamw"]["peak_GiB"] - row["adamw"]["argument_GiB"])
+      assert abs(live) <= 0.1 / 1024, (optimizer, live)  # none of it is live at the peak
   assert "dcn_ns_collectives" in row["optax.contrib.muon"], "optax is measured the same way"
 
 
@@ -97,6 +100,8 @@ def test_the_state_saves_the_whole_second_moment_and_temporaries_stay_at_adamws(
     where = (r["slice"], r["optimizer"], a)
     assert a["state_minus_adamw_GiB"] <= -0.999 * a["second_moment_GiB"], where
     assert a["temp_minus_adamw_GiB"] <= 0.03, where
+    # What is live at the compiler's simulated peak is AdamW's, within 0.1 MiB.
+    assert abs(a["peak_temp_minus_adamw_GiB"]) <= 0.1 / 1024, where
 
 
 def test_the_imbalance_on_256_chips_costs_under_one_percent_of_a_step():
