@@ -354,9 +354,9 @@ def compile_report(config: ml_collections.ConfigDict, topology: str, num_slices:
       "output_GiB": mem.output_size_in_bytes / GiB,
       "alias_GiB": mem.alias_size_in_bytes / GiB,
       "temp_GiB": mem.temp_size_in_bytes / GiB,
-      # The compiler's simulated peak of live buffers (arguments included); temp_GiB, the
-      # figure its HBM check uses, also holds space outside that peak.
-      "peak_GiB": getattr(mem, "peak_memory_in_bytes", 0) / GiB,
+      # The compiler's simulated peak of live buffers, arguments included. temp_GiB (what
+      # `fits` counts) also holds space outside that peak.
+      "peak_GiB": mem.peak_memory_in_bytes / GiB,
       "code_GiB": mem.generated_code_size_in_bytes / GiB,
       "total_GiB": total / GiB,
       "headroom_GiB": (limit - total) / GiB,
