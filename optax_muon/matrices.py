@@ -24,7 +24,6 @@ from optax_muon._src.dimension_numbers import MatrixLayout
 from optax_muon._src.dimension_numbers import matrix_layout
 from optax_muon._src.distributed import Placement
 from optax_muon._src.distributed import balance
-from optax_muon._src.distributed import matrix_cost
 from optax_muon._src.distributed import slice_local_axes
 from optax_muon._src.matrices import Group
 from optax_muon._src.matrices import MatrixPartitionState
@@ -50,7 +49,6 @@ __all__ = [
     "Placement",
     "balance",
     "is_stacks",
-    "matrix_cost",
     "matrix_layout",
     "matrix_partition",
     "per_matrix",

@@ -42,7 +42,7 @@ import numpy as np
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
 __all__ = ["Placement", "auto_region", "balance", "explicit_mesh", "find_mesh", "is_explicit",
-           "map_buckets", "matrix_cost", "slice_local_axes"]
+           "map_buckets", "slice_local_axes"]
 
 Mesh = Any  # jax.sharding.Mesh | jax.sharding.AbstractMesh
 SCOPE = "newton_schulz"  # named scope of the distributed region (read back from compiled HLO)
@@ -130,16 +130,6 @@ def slice_local_axes(mesh: Mesh) -> tuple[str, ...]:
                           otypes=[int])(mesh.devices)
   return tuple(n for n in names
                if not np.any(np.diff(slice_of, axis=mesh.axis_names.index(n))))
-
-
-def matrix_cost(m: int, n: int) -> int:
-  """Flops of one Newton–Schulz step on an ``m × n`` matrix, over 2.
-
-  With ``s, l = min(m, n), max(m, n)``: ``X Xᵀ`` and ``(bA + cA²) X`` are
-  ``2 s² l`` flops each and ``A²`` is ``2 s³``.
-  """
-  short, long = sorted((m, n))
-  return short * short * (2 * long + short)
 
 
 @dataclasses.dataclass(frozen=True)
